@@ -1,0 +1,8 @@
+// Command strata mounts container images as union filesystems.
+package main
+
+import "os"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
