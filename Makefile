@@ -1,0 +1,85 @@
+# strata — build, test, lint, fuzz, demo.
+#
+#   make build        bin/strata
+#   make test         unit tests, then integration tests (real mounts; need root + /dev/fuse)
+#   make demo         build, then scripts/demo.sh on the bundled sample image (needs root)
+#   make lint         gofmt, go vet, staticcheck
+#   make fuzz         every Fuzz* target in the repo for FUZZTIME (default 2m) each
+#   make fixtures     build the shared real-tool fixture images into FIXTURES_DIR (needs root)
+#   make bench        scripts/bench.sh (not written yet)
+#
+# Works under sudo: Go is looked up on PATH, then in /usr/local/go/bin.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+
+# ../shared holds DESIGN.md and the fixture generators; it sits beside the clone.
+SHARED ?= $(abspath $(firstword $(wildcard ../shared /work/shared)))
+export STRATA_SHARED := $(SHARED)
+# Fixture cache: built once, reused while the generator scripts are unchanged.
+FIXTURES_DIR ?= /tmp/strata-fixtures
+export STRATA_FIXTURES := $(FIXTURES_DIR)
+# Which fixture images `make fixtures` builds (busybox ~20 s; debian ~60 s).
+FIXTURES ?= busybox
+
+FUZZTIME ?= 2m
+INTEGRATION_TIMEOUT ?= 25m
+INTEGRATION_RUN ?= .
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: build test test-unit test-integration bench demo lint fuzz fixtures clean
+
+build:
+	$(GO) build -o bin/strata ./cmd/strata
+
+# THE test command (README, .ci/run). Unit tests cover every package; the
+# integration package carries the build tag "integration", so plain
+# `go test ./...` compiles none of it and never needs root.
+test: test-unit test-integration
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+test-integration: fixtures
+	$(GO) test -tags integration -v -count=1 -timeout $(INTEGRATION_TIMEOUT) \
+		-run '$(INTEGRATION_RUN)' ./integration/...
+
+bench:
+	@if [ -x scripts/bench.sh ]; then exec scripts/bench.sh; fi; \
+	echo "bench: not yet written"; exit 1
+
+demo: build
+	./scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags integration ./integration/...
+
+# Each Fuzz* function runs alone (go test -fuzz accepts one target per run).
+fuzz:
+	@found=0; \
+	for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v '^./integration/' | sort); do \
+		pkg=./$$(dirname $${f#./}); \
+		for fn in $$(grep -oE '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+			found=1; echo "== fuzz $$pkg $$fn for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done; \
+	if [ $$found = 0 ]; then echo "fuzz: no Fuzz* targets in the repo yet"; fi
+
+# Builds each image in FIXTURES into $(FIXTURES_DIR)/NAME with the shared
+# generators, unless a stamp shows it was built by the same scripts.
+fixtures:
+	./scripts/fixtures.sh $(FIXTURES)
+
+clean:
+	rm -rf bin
