@@ -39,8 +39,12 @@ build:
 
 # THE test command (README, .ci/run). Unit tests cover every package; the
 # integration package carries the build tag "integration", so plain
-# `go test ./...` compiles none of it and never needs root.
-test: test-unit test-integration
+# `go test ./...` compiles none of it and never needs root. Both halves run
+# even when the first fails; the exit code says whether either failed.
+test:
+	@rc=0; $(MAKE) --no-print-directory test-unit || rc=1; \
+	$(MAKE) --no-print-directory test-integration || rc=1; \
+	if [ $$rc != 0 ]; then echo "make test: FAILED (see above)"; fi; exit $$rc
 
 test-unit:
 	$(GO) test -count=1 ./...
