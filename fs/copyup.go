@@ -1,0 +1,320 @@
+package fs
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Copy-up builds the new upper object in work/ and renames it into place, so
+// that the upper never shows a half-copied object, whatever crashes when.
+
+// ensureUpper makes sure directory d exists in the upper layer, creating
+// its ancestors first (metadata only).
+func (d *node) ensureUpper() syscall.Errno {
+	if d.upperFd() >= 0 {
+		return 0
+	}
+	if d.u.upper == nil {
+		return syscall.EROFS
+	}
+	d.u.copyMu.Lock()
+	defer d.u.copyMu.Unlock()
+	return d.ensureUpperLocked()
+}
+
+func (d *node) ensureUpperLocked() syscall.Errno {
+	if d.upperFd() >= 0 {
+		return 0
+	}
+	name, p := d.parentNode()
+	if p == nil {
+		return syscall.ENOENT
+	}
+	if errno := p.ensureUpperLocked(); errno != 0 {
+		return errno
+	}
+	pfd := p.upperFd()
+	src, _ := d.topFd()
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return toErrno(err)
+	}
+	u := d.u
+	tmp := u.tmpName("dir")
+	if err := unix.Mkdirat(u.work, tmp, 0o700); err != nil {
+		return toErrno(err)
+	}
+	fail := func(err error) syscall.Errno {
+		removeAllAt(u.work, tmp)
+		return toErrno(err)
+	}
+	if err := u.copyMeta(u.work, tmp, src, "", &st, d.StableAttr().Ino); err != nil {
+		return fail(err)
+	}
+	d.mu.Lock()
+	lowerPath := d.lowerPath
+	d.mu.Unlock()
+	if pl := p.lowerPathOf(); pl+"/"+name != lowerPath {
+		// A directory renamed before it was copied up (possible only
+		// for a redirect found on disk) keeps pointing at its origin.
+		if err := setxattrAt(u.work, tmp, u.redirXattr, []byte(lowerPath), 0); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
+		return fail(err)
+	}
+	fd, err := openDirAt(pfd, name)
+	if err != nil {
+		return toErrno(err)
+	}
+	d.mu.Lock()
+	d.dirs = append([]dirLayer{{l: u.upper, fd: fd}}, d.dirs...)
+	d.fds.add(fd)
+	d.mu.Unlock()
+	return 0
+}
+
+func (d *node) lowerPathOf() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lowerPath
+}
+
+// copyMeta gives dst (dirfd/name, or the dir dirfd itself when name is "")
+// the owner, xattrs, mode and times of src (srcfd/srcname), and records the
+// origin inode number so st_ino survives the copy.
+func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st *unix.Stat_t, origin uint64) error {
+	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	attrs, err := listxattrAll(srcfd, srcname)
+	if err != nil && err != unix.ENOTSUP {
+		return err
+	}
+	for _, a := range attrs {
+		if u.isPrivateXattr(a) {
+			continue
+		}
+		v, err := getxattrAll(srcfd, srcname, a)
+		if err != nil {
+			if err == unix.ENODATA {
+				continue
+			}
+			return err
+		}
+		if err := setxattrAt(dirfd, name, a, v, 0); err != nil {
+			if err == unix.ENOTSUP || (err == unix.EPERM && isLink) {
+				continue
+			}
+			return err
+		}
+	}
+	if !isLink {
+		if err := unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	if origin != 0 {
+		err := setxattrAt(dirfd, name, u.originXattr, []byte(strconv.FormatUint(origin, 10)), 0)
+		if err != nil && !(isLink && err == unix.EPERM) && err != unix.ENOTSUP {
+			return err
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyUp moves a lower non-directory into the upper layer; with withData
+// false a regular file arrives empty (the caller truncates it anyway).
+func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
+	u := n.u
+	if u.upper == nil {
+		return syscall.EROFS
+	}
+	n.copyMuLock()
+	defer n.copyMuUnlock()
+	n.mu.Lock()
+	done := n.layer.upper
+	n.mu.Unlock()
+	if done {
+		return 0
+	}
+	name, p := n.parentNode()
+	if p == nil {
+		return syscall.ENOENT
+	}
+	if errno := p.ensureUpper(); errno != 0 {
+		return errno
+	}
+	pfd := p.upperFd()
+	srcfd, srcname, _, errno := n.loc()
+	if errno != 0 {
+		return errno
+	}
+	var st unix.Stat_t
+	if err := lstatAt(srcfd, srcname, &st); err != nil {
+		return toErrno(err)
+	}
+	key := ""
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+		key = indexKey(&st)
+		var ist unix.Stat_t
+		if lstatAt(u.index, key, &ist) == nil {
+			if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
+				return toErrno(err)
+			}
+			n.finishCopyUp(p, name, key)
+			return 0
+		}
+	}
+	tmp := u.tmpName("copy")
+	fail := func(err error) syscall.Errno {
+		unix.Unlinkat(u.work, tmp, 0)
+		return toErrno(err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		dfd, err := unix.Openat(u.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return toErrno(err)
+		}
+		if withData && st.Size > 0 {
+			sfd, err := unix.Openat(srcfd, srcname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				unix.Close(dfd)
+				return fail(err)
+			}
+			err = copyData(sfd, dfd, st.Size)
+			unix.Close(sfd)
+			if err == nil {
+				err = unix.Fdatasync(dfd)
+			}
+			if err != nil {
+				unix.Close(dfd)
+				return fail(err)
+			}
+		}
+		unix.Close(dfd)
+	case unix.S_IFLNK:
+		buf := make([]byte, unix.PathMax)
+		sz, err := unix.Readlinkat(srcfd, srcname, buf)
+		if err != nil {
+			return toErrno(err)
+		}
+		if err := unix.Symlinkat(string(buf[:sz]), u.work, tmp); err != nil {
+			return toErrno(err)
+		}
+	default:
+		if err := unix.Mknodat(u.work, tmp, st.Mode, int(st.Rdev)); err != nil {
+			return toErrno(err)
+		}
+	}
+	if err := u.copyMeta(u.work, tmp, srcfd, srcname, &st, n.StableAttr().Ino); err != nil {
+		return fail(err)
+	}
+	if key != "" {
+		if err := unix.Renameat(u.work, tmp, u.index, key); err != nil {
+			return fail(err)
+		}
+		if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
+			return toErrno(err)
+		}
+	} else if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
+		return fail(err)
+	}
+	n.finishCopyUp(p, name, key)
+	return 0
+}
+
+// finishCopyUp switches the node to its upper object. A node whose lower
+// data the kernel may still hold as a passthrough backing file goes stale
+// instead: the next lookup of the name gives a new Inode with the same st_ino.
+func (n *node) finishCopyUp(p *node, name, key string) {
+	n.mu.Lock()
+	n.layer = n.u.upper
+	n.indexKey = key
+	stale := n.openedLower
+	if stale {
+		n.stale = true
+		n.u.bumpGen(n.StableAttr().Ino)
+	}
+	n.mu.Unlock()
+	p.invalidateListing()
+	if stale {
+		go p.NotifyEntry(name)
+	}
+}
+
+// copyData copies size bytes from src to dst, keeping holes, with
+// copy_file_range (reflinks where the filesystem can).
+func copyData(src, dst int, size int64) error {
+	off := int64(0)
+	for off < size {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break
+		}
+		if err != nil {
+			data = off
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil || hole > size {
+			hole = size
+		}
+		pos := data
+		for pos < hole {
+			rpos, wpos := pos, pos
+			chunk := hole - pos
+			if chunk > 1<<30 {
+				chunk = 1 << 30
+			}
+			c, err := unix.CopyFileRange(src, &rpos, dst, &wpos, int(chunk), 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EXDEV || err == unix.ENOSYS || err == unix.EINVAL || err == unix.EOPNOTSUPP {
+				c, err = copyRangeRW(src, dst, pos, chunk)
+			}
+			if err != nil {
+				return err
+			}
+			if c == 0 {
+				break
+			}
+			pos += int64(c)
+		}
+		off = hole
+	}
+	return unix.Ftruncate(dst, size)
+}
+
+func copyRangeRW(src, dst int, off, n int64) (int, error) {
+	buf := make([]byte, 1<<20)
+	total := 0
+	for int64(total) < n {
+		want := int64(len(buf))
+		if rem := n - int64(total); rem < want {
+			want = rem
+		}
+		r, err := unix.Pread(src, buf[:want], off+int64(total))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		if r == 0 {
+			break
+		}
+		if _, err := unix.Pwrite(dst, buf[:r], off+int64(total)); err != nil {
+			return total, err
+		}
+		total += r
+	}
+	return total, nil
+}

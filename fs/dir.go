@@ -1,0 +1,206 @@
+package fs
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// mergedEntry is one name of a merged directory listing.
+type mergedEntry struct {
+	name string
+	mode uint32 // S_IFMT bits
+	ino  uint64
+}
+
+func (d *node) invalidateListing() {
+	d.mu.Lock()
+	d.listing = nil
+	d.mu.Unlock()
+}
+
+// mergedListing lists each visible name once, the topmost instance winning;
+// whiteouts, whiteout markers and what they hide are left out.
+func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
+	d.mu.Lock()
+	if d.listing != nil {
+		l := d.listing
+		d.mu.Unlock()
+		return l, 0
+	}
+	dirs := d.dirs
+	d.mu.Unlock()
+
+	seen := map[string]bool{}
+	var out []mergedEntry
+	for _, dl := range dirs {
+		ents, err := readDirents(dl.fd)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		var hidden []string
+		opaqueMarker := false
+		for _, e := range ents {
+			if strings.HasPrefix(e.name, ".wh.") {
+				if e.name == ".wh..wh..opq" {
+					opaqueMarker = true
+				} else if !strings.HasPrefix(e.name, ".wh..wh.") {
+					hidden = append(hidden, e.name[4:])
+				}
+				continue
+			}
+			if seen[e.name] {
+				continue
+			}
+			mode := dtToMode(e.typ)
+			if e.typ == unix.DT_CHR || e.typ == unix.DT_UNKNOWN {
+				var st unix.Stat_t
+				if err := lstatAt(dl.fd, e.name, &st); err != nil {
+					continue
+				}
+				if isWhiteout(&st) {
+					seen[e.name] = true
+					continue
+				}
+				mode = st.Mode & unix.S_IFMT
+			}
+			seen[e.name] = true
+			ino := d.u.ino(dl.l.dev, e.ino)
+			if dl.l.upper {
+				nm := e.name
+				if v, err := getxattrAll(dl.fd, nm, d.u.originXattr); err == nil {
+					if o, err := strconv.ParseUint(string(v), 10, 64); err == nil && o != 0 {
+						ino = o
+					}
+				}
+			}
+			out = append(out, mergedEntry{name: e.name, mode: mode, ino: ino})
+		}
+		for _, h := range hidden {
+			seen[h] = true
+		}
+		if opaqueMarker {
+			break
+		}
+	}
+	d.mu.Lock()
+	d.listing = out
+	d.mu.Unlock()
+	return out, 0
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	}
+	return unix.S_IFREG
+}
+
+// dirHandle is an open merged directory: a snapshot of the listing taken at
+// opendir (rewinddir takes a new one), so offsets stay stable for telldir
+// and seekdir.
+type dirHandle struct {
+	d       *node
+	entries []fuse.DirEntry
+	pos     int
+}
+
+var (
+	_ = (gofs.NodeOpendirHandler)((*node)(nil))
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+)
+
+func (d *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	h := &dirHandle{d: d}
+	if errno := h.load(); errno != 0 {
+		return nil, 0, errno
+	}
+	return h, 0, 0
+}
+
+func (h *dirHandle) load() syscall.Errno {
+	list, errno := h.d.mergedListing()
+	if errno != 0 {
+		return errno
+	}
+	self := h.d.StableAttr().Ino
+	parent := self
+	if _, p := h.d.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	ents := make([]fuse.DirEntry, 0, len(list)+2)
+	ents = append(ents, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: self, Off: 1})
+	ents = append(ents, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parent, Off: 2})
+	for i, e := range list {
+		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino, Off: uint64(i + 3)})
+	}
+	h.entries = ents
+	h.pos = 0
+	return 0
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.pos >= len(h.entries) {
+		return nil, 0
+	}
+	e := &h.entries[h.pos]
+	h.pos++
+	return e, 0
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		return h.load()
+	}
+	if off > uint64(len(h.entries)) {
+		off = uint64(len(h.entries))
+	}
+	h.pos = int(off)
+	return 0
+}
+
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	fd := h.d.upperFd()
+	if fd < 0 {
+		return 0
+	}
+	return toErrno(unix.Fsync(fd))
+}
+
+// Lookup answers READDIRPLUS for the name Readdirent just produced.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if ch := h.d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*node); ok {
+			var st unix.Stat_t
+			if n.statNode(&st) == 0 {
+				n.mu.Lock()
+				stale := n.stale
+				n.mu.Unlock()
+				if !stale {
+					h.d.u.fillAttr(&out.Attr, &st, ch)
+					return ch, 0
+				}
+			}
+		}
+	}
+	return h.d.Lookup(ctx, name, out)
+}

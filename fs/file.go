@@ -1,0 +1,96 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// fileFd is implemented by strata's file handles.
+type fileFd interface {
+	fd() int
+	isUpper() bool
+}
+
+// file is an open layer file. It is go-fuse's loopback file, which offers
+// passthrough to the kernel (the kernel then reads and writes the layer file
+// itself), with a fallback to serving reads and writes here.
+type file struct {
+	*gofs.LoopbackFile
+	fdNum int
+	upper bool
+}
+
+func (f *file) fd() int       { return f.fdNum }
+func (f *file) isUpper() bool { return f.upper }
+
+// noPassthroughFile hides PassthroughFd when passthrough is turned off.
+type noPassthroughFile struct{ *file }
+
+func (noPassthroughFile) PassthroughFd() (int, bool) { return -1, false }
+
+var (
+	_ = (gofs.FilePassthroughFder)((*file)(nil))
+	_ = (fileFd)((*file)(nil))
+	_ = (gofs.FileGetattrer)((*file)(nil))
+)
+
+func (u *unionFS) newFile(fd int, upper bool) gofs.FileHandle {
+	f := &file{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fdNum: fd, upper: upper}
+	if u.cfg.NoPassthrough {
+		return noPassthroughFile{f}
+	}
+	return f
+}
+
+func wantsWrite(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	write := wantsWrite(flags)
+	n.mu.Lock()
+	if n.stale {
+		n.mu.Unlock()
+		return nil, 0, syscall.ESTALE
+	}
+	if write && !n.layer.upper {
+		if n.u.upper == nil {
+			n.mu.Unlock()
+			return nil, 0, syscall.EROFS
+		}
+		n.mu.Unlock()
+		if errno := n.copyUp(ctx, flags&syscall.O_TRUNC == 0); errno != 0 {
+			return nil, 0, errno
+		}
+		n.mu.Lock()
+		if n.stale {
+			n.mu.Unlock()
+			return nil, 0, syscall.ESTALE
+		}
+	}
+	upper := n.layer.upper
+	if !upper {
+		n.openedLower = true
+	}
+	n.mu.Unlock()
+
+	fd, name, _, errno := n.loc()
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	oflags := int(flags)&^(syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOCTTY) | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	ffd, err := retryEINTR(func() (int, error) { return unix.Openat(fd, name, oflags, 0) })
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	var fuseFlags uint32
+	if !upper {
+		// Lower data never changes: the page cache stays valid.
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return n.u.newFile(ffd, upper), fuseFlags, 0
+}

@@ -1,0 +1,131 @@
+package fs
+
+import (
+	"fmt"
+	"log"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// MountOptions are the FUSE-level choices for one mount.
+type MountOptions struct {
+	FsName     string
+	AllowOther bool
+	// Dev and Suid lift the nodev/nosuid defaults of FUSE mounts.
+	Dev, Suid bool
+	ReadOnly  bool
+	Debug     bool
+	// Extra are passed to the kernel as they are (-o style).
+	Extra []string
+}
+
+// Root builds the root node of a union described by cfg.
+func Root(cfg Config) (gofs.InodeEmbedder, *gofs.StableAttr, func(), error) {
+	u, err := newUnionFS(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	root := u.newNode()
+	var dirs []dirLayer
+	var top unix.Stat_t
+	for i, l := range u.layers() {
+		fd, err := openDirAt(l.root, ".")
+		if err != nil {
+			for _, d := range dirs {
+				unix.Close(d.fd)
+			}
+			u.close()
+			return nil, nil, nil, fmt.Errorf("open layer %s: %w", l.path, err)
+		}
+		if i == 0 {
+			unix.Fstat(fd, &top)
+		}
+		dirs = append(dirs, dirLayer{l: l, fd: fd})
+		if !l.upper && u.isOpaque(fd) {
+			break
+		}
+	}
+	root.setDirs(dirs)
+	attr := &gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: u.ino(top.Dev, top.Ino)}
+	if attr.Ino == 1 || attr.Ino == 0 {
+		attr.Ino = 1 << 62
+	}
+	return root, attr, func() { root.fds.closeAll(); u.close() }, nil
+}
+
+// Mount serves the union at dir and returns once the kernel has the mount.
+func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
+	if cfg.EntryTimeout == 0 {
+		cfg.EntryTimeout = time.Second
+	}
+	if cfg.AttrTimeout == 0 {
+		cfg.AttrTimeout = time.Second
+	}
+	if cfg.NegativeTimeout == 0 {
+		cfg.NegativeTimeout = time.Second
+	}
+	root, attr, cleanup, err := Root(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// New files get exactly the mode the kernel asks for (it has applied
+	// the caller's umask already).
+	syscall.Umask(0)
+	opts := []string{"default_permissions"}
+	if !mo.Dev {
+		opts = append(opts, "nodev")
+	} else {
+		opts = append(opts, "dev")
+	}
+	if !mo.Suid {
+		opts = append(opts, "nosuid")
+	} else {
+		opts = append(opts, "suid")
+	}
+	if mo.ReadOnly || cfg.Upper == "" {
+		opts = append(opts, "ro")
+	}
+	opts = append(opts, mo.Extra...)
+	fsname := mo.FsName
+	if fsname == "" {
+		fsname = "strata"
+	}
+	et, at, nt := cfg.EntryTimeout, cfg.AttrTimeout, cfg.NegativeTimeout
+	o := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:               mo.AllowOther,
+			Options:                  opts,
+			FsName:                   fsname,
+			Name:                     "strata",
+			EnableLocks:              true,
+			EnableAcl:                false,
+			MaxReadAhead:             1 << 20,
+			Debug:                    mo.Debug,
+			DirectMount:              true,
+			MaxWrite:                 1 << 20,
+			ExplicitDataCacheControl: false,
+		},
+		EntryTimeout:    &et,
+		AttrTimeout:     &at,
+		NegativeTimeout: &nt,
+		NullPermissions: true,
+		RootStableAttr:  attr,
+	}
+	if mo.Debug {
+		o.Logger = log.Default()
+	}
+	srv, err := gofs.Mount(dir, root, o)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	go func() {
+		srv.Wait()
+		cleanup()
+	}()
+	return srv, nil
+}

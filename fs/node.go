@@ -1,0 +1,513 @@
+package fs
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// dirLayer is one layer's instance of a merged directory.
+type dirLayer struct {
+	l  *layer
+	fd int
+}
+
+// fdSet owns the directory fds of a node. It is separate from the node so
+// that a node go-fuse discards in favour of an already known one still gets
+// its fds closed (by a cleanup) without keeping the node alive.
+type fdSet struct {
+	mu     sync.Mutex
+	fds    []int
+	closed bool
+}
+
+func (s *fdSet) add(fd int) {
+	s.mu.Lock()
+	s.fds = append(s.fds, fd)
+	s.mu.Unlock()
+}
+
+func (s *fdSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for _, fd := range s.fds {
+		unix.Close(fd)
+	}
+	s.fds = nil
+}
+
+// node is one object of the union: a merged directory or a file, symlink or
+// special file living in exactly one layer.
+type node struct {
+	gofs.Inode
+	u *unionFS
+
+	mu  sync.Mutex
+	cmu sync.Mutex // held for a whole copy-up of this node
+	// Directories: the instances top-down; dirs[0] is the upper when the
+	// directory exists there. lowerPath is where its lower instances live
+	// (it differs from the path in the mount after a rename: a redirect).
+	dirs      []dirLayer
+	lowerPath string
+	fds       *fdSet
+	listing   []mergedEntry // cached merged listing, nil when unknown
+
+	// Non-directories: the layer holding the object, and its key in
+	// work/index when it is a copied-up hard-linked lower file.
+	layer    *layer
+	indexKey string
+	// openedLower: the kernel may hold a passthrough backing file of the
+	// lower object for this Inode; stale: copied up after that, so opens
+	// must go through a fresh lookup.
+	openedLower bool
+	stale       bool
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*node)(nil))
+	_ = (gofs.NodeGetattrer)((*node)(nil))
+	_ = (gofs.NodeOnForgetter)((*node)(nil))
+	_ = (gofs.NodeReadlinker)((*node)(nil))
+	_ = (gofs.NodeOpener)((*node)(nil))
+	_ = (gofs.NodeStatfser)((*node)(nil))
+	_ = (gofs.NodeGetxattrer)((*node)(nil))
+	_ = (gofs.NodeListxattrer)((*node)(nil))
+)
+
+func (u *unionFS) newNode() *node {
+	return &node{u: u}
+}
+
+func (n *node) copyMuLock()   { n.cmu.Lock() }
+func (n *node) copyMuUnlock() { n.cmu.Unlock() }
+
+func (n *node) isDir() bool { return n.StableAttr().Mode == syscall.S_IFDIR }
+
+func (n *node) OnForget() {
+	if n.fds != nil {
+		n.fds.closeAll()
+	}
+}
+
+// setDirs installs the directory instances and takes ownership of their fds.
+func (n *node) setDirs(dirs []dirLayer) {
+	n.dirs = dirs
+	if n.fds == nil {
+		n.fds = &fdSet{}
+		runtime.AddCleanup(n, func(s *fdSet) { s.closeAll() }, n.fds)
+	}
+	for _, d := range dirs {
+		n.fds.add(d.fd)
+	}
+}
+
+func (n *node) snapshotDirs() []dirLayer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dirs
+}
+
+// fdFor returns this directory's fd in layer l, or -1.
+func (n *node) fdFor(l *layer) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, d := range n.dirs {
+		if d.l == l {
+			return d.fd
+		}
+	}
+	return -1
+}
+
+// upperFd returns the directory's upper fd, or -1.
+func (n *node) upperFd() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.dirs) > 0 && n.dirs[0].l.upper {
+		return n.dirs[0].fd
+	}
+	return -1
+}
+
+// topFd returns the fd of the topmost instance of a directory.
+func (n *node) topFd() (int, *layer) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.dirs) == 0 {
+		return -1, nil
+	}
+	return n.dirs[0].fd, n.dirs[0].l
+}
+
+func (n *node) parentNode() (string, *node) {
+	name, p := n.Parent()
+	if p == nil {
+		return "", nil
+	}
+	pn, _ := p.Operations().(*node)
+	return name, pn
+}
+
+// loc returns where a non-directory lives now: a directory fd and a name.
+func (n *node) loc() (int, string, *layer, syscall.Errno) {
+	n.mu.Lock()
+	l, key := n.layer, n.indexKey
+	n.mu.Unlock()
+	if key != "" {
+		return n.u.index, key, l, 0
+	}
+	name, p := n.parentNode()
+	if p == nil {
+		return -1, "", l, syscall.ENOENT
+	}
+	fd := p.fdFor(l)
+	if fd < 0 {
+		return -1, "", l, syscall.ENOENT
+	}
+	return fd, name, l, 0
+}
+
+// at returns (fd, name) addressing the object itself for the *At helpers:
+// for a directory its top fd and "", for others the parent fd and name.
+func (n *node) at() (int, string, *layer, syscall.Errno) {
+	if n.isDir() {
+		fd, l := n.topFd()
+		if fd < 0 {
+			return -1, "", nil, syscall.ENOENT
+		}
+		return fd, "", l, 0
+	}
+	return n.loc()
+}
+
+// resolved is the outcome of looking a name up through the layers.
+type resolved struct {
+	st        unix.Stat_t
+	layer     *layer
+	dirs      []dirLayer // directories: opened instances, top-down
+	lowerPath string
+	ino       uint64
+	indexKey  string
+}
+
+func (r *resolved) closeDirs() {
+	for _, d := range r.dirs {
+		unix.Close(d.fd)
+	}
+	r.dirs = nil
+}
+
+func (u *unionFS) isOpaque(fd int) bool {
+	var b [4]byte
+	for _, a := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+		if sz, err := unix.Fgetxattr(fd, a, b[:]); err == nil && sz == 1 && b[0] == 'y' {
+			return true
+		}
+	}
+	var st unix.Stat_t
+	return lstatAt(fd, ".wh..wh..opq", &st) == nil
+}
+
+// whitedOut reports whether layer dir fd hides name with an AUFS-style
+// ".wh.NAME" marker.
+func whitedOut(fd int, name string) bool {
+	if len(name)+4 > 255 {
+		return false
+	}
+	var st unix.Stat_t
+	return lstatAt(fd, ".wh."+name, &st) == nil
+}
+
+// resolve looks name up in directory d, top-down.
+func (d *node) resolve(name string) (*resolved, syscall.Errno) {
+	if strings.HasPrefix(name, ".wh.") {
+		return nil, syscall.ENOENT
+	}
+	if len(name) > 255 {
+		return nil, syscall.ENAMETOOLONG
+	}
+	dirs := d.snapshotDirs()
+	r := &resolved{}
+	d.mu.Lock()
+	parentLowerPath := d.lowerPath
+	d.mu.Unlock()
+	for i, dl := range dirs {
+		var st unix.Stat_t
+		err := lstatAt(dl.fd, name, &st)
+		if err == unix.ENOENT {
+			if whitedOut(dl.fd, name) {
+				break
+			}
+			continue
+		}
+		if err != nil {
+			r.closeDirs()
+			return nil, toErrno(err)
+		}
+		if isWhiteout(&st) {
+			break
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if len(r.dirs) > 0 {
+				break // a non-directory below a directory is hidden
+			}
+			r.st, r.layer = st, dl.l
+			break
+		}
+		fd, err := openDirAt(dl.fd, name)
+		if err != nil {
+			r.closeDirs()
+			return nil, toErrno(err)
+		}
+		if len(r.dirs) == 0 {
+			r.st, r.layer = st, dl.l
+			r.lowerPath = parentLowerPath + "/" + name
+		}
+		r.dirs = append(r.dirs, dirLayer{l: dl.l, fd: fd})
+		if d.u.isOpaque(fd) {
+			break
+		}
+		if dl.l.upper && i == 0 {
+			if redir, err := getxattrAll(fd, "", d.u.redirXattr); err == nil && len(redir) > 0 {
+				r.lowerPath = redirectPath(parentLowerPath, string(redir))
+				if errno := d.u.appendRedirected(r, dirs[1:]); errno != 0 {
+					r.closeDirs()
+					return nil, errno
+				}
+				break
+			}
+		}
+	}
+	if r.layer == nil {
+		return nil, syscall.ENOENT
+	}
+	r.ino = d.u.ino(r.st.Dev, r.st.Ino)
+	if r.layer.upper {
+		fd, nm := dirs[0].fd, name
+		if len(r.dirs) > 0 {
+			fd, nm = r.dirs[0].fd, ""
+		}
+		if v, err := getxattrAll(fd, nm, d.u.originXattr); err == nil {
+			if o, err := strconv.ParseUint(string(v), 10, 64); err == nil && o != 0 {
+				r.ino = o
+			}
+		}
+	} else if d.u.index >= 0 && r.st.Mode&unix.S_IFMT != unix.S_IFDIR && r.st.Nlink > 1 {
+		key := indexKey(&r.st)
+		var ist unix.Stat_t
+		if lstatAt(d.u.index, key, &ist) == nil {
+			r.indexKey, r.layer = key, d.u.upper
+			r.st = ist
+		}
+	}
+	return r, 0
+}
+
+func indexKey(st *unix.Stat_t) string {
+	return strconv.FormatUint(st.Dev, 16) + "-" + strconv.FormatUint(st.Ino, 16)
+}
+
+// redirectPath turns a redirect xattr value into a lower path: absolute
+// values are taken as they are, relative ones are siblings in the parent.
+func redirectPath(parent, v string) string {
+	if strings.HasPrefix(v, "/") {
+		return strings.TrimRight(v, "/")
+	}
+	return parent + "/" + v
+}
+
+// appendRedirected adds the lower instances of a redirected directory, found
+// at r.lowerPath from each lower root.
+func (u *unionFS) appendRedirected(r *resolved, below []dirLayer) syscall.Errno {
+	rel := strings.TrimPrefix(r.lowerPath, "/")
+	for _, l := range u.lowers {
+		fd, err := openBeneath(l.root, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
+			continue
+		}
+		if err != nil {
+			return toErrno(err)
+		}
+		r.dirs = append(r.dirs, dirLayer{l: l, fd: fd})
+		if u.isOpaque(fd) {
+			break
+		}
+	}
+	return 0
+}
+
+// childNode makes (or finds) the Inode for a resolved entry.
+func (d *node) childNode(ctx context.Context, r *resolved) *gofs.Inode {
+	mode := r.st.Mode & unix.S_IFMT
+	attr := gofs.StableAttr{Mode: mode, Ino: r.ino, Gen: d.u.gen(r.ino)}
+	n := d.u.newNode()
+	if mode == unix.S_IFDIR {
+		n.lowerPath = r.lowerPath
+		n.setDirs(r.dirs)
+		r.dirs = nil
+	} else {
+		n.layer = r.layer
+		n.indexKey = r.indexKey
+	}
+	return d.NewInode(ctx, n, attr)
+}
+
+func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	r, errno := d.resolve(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	ch := d.childNode(ctx, r)
+	d.u.fillAttr(&out.Attr, &r.st, ch)
+	return ch, 0
+}
+
+// fillAttr converts a layer stat into what the mount shows for node ch.
+func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
+	out.Ino = ch.StableAttr().Ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime, out.Atimensec = uint64(st.Atim.Sec), uint32(st.Atim.Nsec)
+	out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+	out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
+	out.Rdev = uint32(unix.Mkdev(unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	out.Blksize = uint32(st.Blksize)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if n, ok := ch.Operations().(*node); ok {
+			n.mu.Lock()
+			merged := len(n.dirs) > 1
+			n.mu.Unlock()
+			if merged {
+				// As the kernel's overlayfs: a merged directory's
+				// link count is unknown, and 1 tells find so.
+				out.Nlink = 1
+			}
+		}
+	}
+}
+
+// statNode stats the object behind n.
+func (n *node) statNode(st *unix.Stat_t) syscall.Errno {
+	fd, name, _, errno := n.at()
+	if errno != 0 {
+		return errno
+	}
+	var err error
+	if name == "" {
+		err = unix.Fstat(fd, st)
+	} else {
+		err = lstatAt(fd, name, st)
+	}
+	return toErrno(err)
+}
+
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Stat_t
+	if fh, ok := f.(fileFd); ok && !n.isDir() {
+		if err := unix.Fstat(fh.fd(), &st); err != nil {
+			return toErrno(err)
+		}
+		n.u.fillAttr(&out.Attr, &st, &n.Inode)
+		if _, p := n.Parent(); p == nil {
+			out.Nlink = 0 // unlinked while open
+		}
+		return 0
+	}
+	if errno := n.statNode(&st); errno != 0 {
+		return errno
+	}
+	n.u.fillAttr(&out.Attr, &st, &n.Inode)
+	return 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	fd, name, _, errno := n.loc()
+	if errno != 0 {
+		return nil, errno
+	}
+	buf := make([]byte, 256)
+	for {
+		sz, err := unix.Readlinkat(fd, name, buf)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		if sz < len(buf) {
+			return buf[:sz], 0
+		}
+		buf = make([]byte, len(buf)*4)
+	}
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	l := n.u.layers()[0]
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(l.root, &s); err != nil {
+		return toErrno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
+	out.NameLen = 255
+	return 0
+}
+
+// isPrivateXattr: the overlay's own bookkeeping is never shown.
+func (u *unionFS) isPrivateXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.u.isPrivateXattr(attr) {
+		return 0, syscall.ENODATA
+	}
+	fd, name, _, errno := n.at()
+	if errno != 0 {
+		return 0, errno
+	}
+	sz, err := getxattrAt(fd, name, attr, dest)
+	if err != nil {
+		return uint32(sz), toErrno(err)
+	}
+	return uint32(sz), 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	fd, name, _, errno := n.at()
+	if errno != 0 {
+		return 0, errno
+	}
+	names, err := listxattrAll(fd, name)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	var buf []byte
+	for _, a := range names {
+		if n.u.isPrivateXattr(a) {
+			continue
+		}
+		buf = append(buf, a...)
+		buf = append(buf, 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(buf)), 0
+	}
+	if len(buf) > len(dest) {
+		return uint32(len(buf)), syscall.ERANGE
+	}
+	copy(dest, buf)
+	return uint32(len(buf)), 0
+}

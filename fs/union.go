@@ -1,0 +1,235 @@
+// Package fs is strata's union filesystem on go-fuse: an ordered stack of
+// read-only lower directories under an optional writable upper directory,
+// served with the semantics of the kernel's overlayfs (see DESIGN.md).
+//
+// Identity. Every directory node holds, for each layer where it exists, a
+// directory fd opened beneath that layer's root; every lookup and write is an
+// *at call on one of those fds with a single-component name, so nothing a
+// layer contains can steer the daemon outside its layers. Inode numbers come
+// from the object's origin: the inode a file had in the layer it was first
+// found in (recorded in an xattr on copy-up), so st_ino survives copy-up,
+// forget and remount.
+//
+// Copy-up and passthrough. A go-fuse Inode whose data was ever opened from a
+// lower layer keeps that backing for its lifetime, because the kernel shares
+// one passthrough backing file per inode among all opens. When such a node is
+// copied up it is marked stale: its generation is bumped, so the next lookup
+// of the name yields a new Inode with the same st_ino, and opens of the stale
+// one answer ESTALE, which makes the kernel look the name up again and retry.
+package fs
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Config describes one union mount.
+type Config struct {
+	// Lowers are the read-only layers, top-most first (overlayfs order).
+	Lowers []string
+	// Upper and Work are the writable layer and its staging directory on
+	// the same filesystem. Both empty means a read-only mount.
+	Upper, Work string
+	// Log receives debug traces and warnings; nil means a silent logger.
+	Log *logrus.Logger
+	// Rootless selects the unprivileged on-disk forms (user.overlay.*
+	// xattrs, .wh. whiteout files when mknod is refused).
+	Rootless bool
+	// Timeouts for the kernel's entry and attribute caches.
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// NoPassthrough disables FUSE passthrough even where the kernel offers it.
+	NoPassthrough bool
+}
+
+type layer struct {
+	index int // 0 is the upper when writable; lowers follow top-down
+	path  string
+	root  int // directory fd of the layer root
+	dev   uint64
+	upper bool
+}
+
+// unionFS is the state shared by all nodes of one mount.
+type unionFS struct {
+	cfg    Config
+	log    *logrus.Logger
+	upper  *layer // nil when read-only
+	lowers []*layer
+	work   int // fd of the work dir, -1 when read-only
+	index  int // fd of work/index, -1 when read-only
+
+	xattrPrefix string // "trusted.overlay." or "user.overlay."
+	originXattr string
+	redirXattr  string
+	opaqueXattr string
+
+	devMu  sync.Mutex
+	devIdx map[uint64]uint64 // device -> high bits for inode numbers
+
+	genMu sync.Mutex
+	gens  map[uint64]uint64 // ino -> current generation (absent: 0)
+
+	tmpSeq  atomic.Uint64
+	copyMu  sync.Mutex // serialises creation of upper directories
+	noWhDev bool       // mknod of whiteout devices refused: use .wh. files
+}
+
+func newUnionFS(cfg Config) (*unionFS, error) {
+	u := &unionFS{cfg: cfg, work: -1, index: -1, devIdx: map[uint64]uint64{}, gens: map[uint64]uint64{}}
+	u.log = cfg.Log
+	if u.log == nil {
+		u.log = logrus.New()
+		u.log.SetLevel(logrus.WarnLevel)
+	}
+	if len(cfg.Lowers) == 0 && cfg.Upper == "" {
+		return nil, fmt.Errorf("no layers: need at least one lowerdir or an upperdir")
+	}
+	if (cfg.Upper == "") != (cfg.Work == "") {
+		return nil, fmt.Errorf("upperdir and workdir go together")
+	}
+	u.xattrPrefix = "trusted.overlay."
+	if cfg.Rootless {
+		u.xattrPrefix = "user.overlay."
+	}
+	u.originXattr = u.xattrPrefix + "strata.origin"
+	u.redirXattr = u.xattrPrefix + "redirect"
+	u.opaqueXattr = u.xattrPrefix + "opaque"
+
+	open := func(idx int, path string, upper bool) (*layer, error) {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open layer %s: %w", path, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stat layer %s: %w", path, err)
+		}
+		return &layer{index: idx, path: path, root: fd, dev: st.Dev, upper: upper}, nil
+	}
+	idx := 0
+	if cfg.Upper != "" {
+		l, err := open(0, cfg.Upper, true)
+		if err != nil {
+			return nil, err
+		}
+		u.upper = l
+		idx = 1
+		if err := u.prepareWork(); err != nil {
+			u.close()
+			return nil, err
+		}
+	}
+	for _, p := range cfg.Lowers {
+		l, err := open(idx, p, false)
+		if err != nil {
+			u.close()
+			return nil, err
+		}
+		u.lowers = append(u.lowers, l)
+		idx++
+	}
+	// The upper's device (or the top lower's) keeps raw inode numbers;
+	// other devices get their index in the top bits, as the kernel's xino.
+	first := u.layers()[0]
+	u.devIdx[first.dev] = 0
+	return u, nil
+}
+
+// layers returns all layers top-down, upper first.
+func (u *unionFS) layers() []*layer {
+	ls := make([]*layer, 0, len(u.lowers)+1)
+	if u.upper != nil {
+		ls = append(ls, u.upper)
+	}
+	return append(ls, u.lowers...)
+}
+
+// prepareWork cleans leftovers of an interrupted operation in work/ and
+// creates the index directory.
+func (u *unionFS) prepareWork() error {
+	wfd, err := unix.Open(u.cfg.Work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open workdir %s: %w", u.cfg.Work, err)
+	}
+	var wst unix.Stat_t
+	if err := unix.Fstat(wfd, &wst); err != nil {
+		unix.Close(wfd)
+		return fmt.Errorf("stat workdir: %w", err)
+	}
+	if wst.Dev != u.upper.dev {
+		unix.Close(wfd)
+		return fmt.Errorf("workdir %s and upperdir %s are on different filesystems", u.cfg.Work, u.cfg.Upper)
+	}
+	u.work = wfd
+	// Staging entries are ours; anything left is from a crash.
+	names, err := readNames(wfd)
+	if err != nil {
+		return fmt.Errorf("read workdir: %w", err)
+	}
+	for _, n := range names {
+		if len(n) > 8 && n[:8] == "#strata-" {
+			if err := removeAllAt(wfd, n); err != nil {
+				u.log.Warnf("clean workdir entry %s: %v", n, err)
+			}
+		}
+	}
+	if err := unix.Mkdirat(wfd, "index", 0o700); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("create %s/index: %w", u.cfg.Work, err)
+	}
+	ifd, err := openDirAt(wfd, "index")
+	if err != nil {
+		return fmt.Errorf("open %s/index: %w", u.cfg.Work, err)
+	}
+	u.index = ifd
+	return nil
+}
+
+func (u *unionFS) close() {
+	for _, l := range u.layers() {
+		unix.Close(l.root)
+	}
+	if u.work >= 0 {
+		unix.Close(u.work)
+	}
+	if u.index >= 0 {
+		unix.Close(u.index)
+	}
+}
+
+// ino maps a layer object's (dev, ino) to the mount's inode number.
+func (u *unionFS) ino(dev, ino uint64) uint64 {
+	u.devMu.Lock()
+	hi, ok := u.devIdx[dev]
+	if !ok {
+		hi = uint64(len(u.devIdx))
+		u.devIdx[dev] = hi
+	}
+	u.devMu.Unlock()
+	if hi == 0 {
+		return ino
+	}
+	return ino ^ (hi << 56)
+}
+
+func (u *unionFS) gen(ino uint64) uint64 {
+	u.genMu.Lock()
+	defer u.genMu.Unlock()
+	return u.gens[ino]
+}
+
+func (u *unionFS) bumpGen(ino uint64) {
+	u.genMu.Lock()
+	u.gens[ino]++
+	u.genMu.Unlock()
+}
+
+func (u *unionFS) tmpName(kind string) string {
+	return tmpName(kind, uint64(os.Getpid())<<32|u.tmpSeq.Add(1))
+}
