@@ -65,7 +65,39 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	commandSet = listCommands()
-	return m.Run()
+
+	// Every t.TempDir (stores, mount points) lives under one base, so that a
+	// mount that outlived its test is found, reported and removed here.
+	base, err := os.MkdirTemp("", "strata-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	os.Setenv("TMPDIR", base)
+	code := m.Run()
+	if stale := mountsUnder(base); len(stale) > 0 {
+		fmt.Fprintf(os.Stderr, "integration: FAIL: %d mount(s) outlived their tests:\n", len(stale))
+		for i := len(stale) - 1; i >= 0; i-- {
+			fmt.Fprintf(os.Stderr, "  %s (%s)\n", stale[i].Point, stale[i].FSType)
+			exec.Command("umount", "-l", stale[i].Point).Run()
+		}
+		code = 1
+	}
+	if len(mountsUnder(base)) == 0 {
+		os.RemoveAll(base)
+	}
+	return code
+}
+
+// mountsUnder lists the mounts whose mount point is below dir, in mount order.
+func mountsUnder(dir string) []mountInfo {
+	var out []mountInfo
+	for _, m := range mounts() {
+		if strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func goTool() string {
