@@ -6,7 +6,7 @@
 #   make lint         gofmt, go vet, staticcheck
 #   make fuzz         every Fuzz* target in the repo for FUZZTIME (default 2m) each
 #   make fixtures     build the shared real-tool fixture images into FIXTURES_DIR (needs root)
-#   make bench        scripts/bench.sh (not written yet)
+#   make bench        scripts/bench.sh; make bench-NAME: scripts/bench-NAME.sh (not written yet)
 #
 # Works under sudo: Go is looked up on PATH, then in /usr/local/go/bin.
 
@@ -53,9 +53,15 @@ test-integration: fixtures
 	$(GO) test -tags integration -v -count=1 -timeout $(INTEGRATION_TIMEOUT) \
 		-run '$(INTEGRATION_RUN)' ./integration/...
 
+# Benchmarks print measured figures only: until a script exists, say so and fail.
 bench:
-	@if [ -x scripts/bench.sh ]; then exec scripts/bench.sh; fi; \
+	@if [ -f scripts/bench.sh ]; then exec bash scripts/bench.sh; fi; \
 	echo "bench: not yet written"; exit 1
+
+# make bench-import, bench-mount, ...: scripts/bench-NAME.sh
+bench-%:
+	@if [ -f scripts/bench-$*.sh ]; then exec bash scripts/bench-$*.sh; fi; \
+	echo "bench-$*: not yet written"; exit 1
 
 demo: build
 	./scripts/demo.sh
