@@ -3,20 +3,225 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	strfs "github.com/strata-fs/strata/fs"
 )
 
-// isOverlayInvocation reports whether args are the fuse-overlayfs style
-// "strata -o lowerdir=...,upperdir=...,workdir=... DIR" with no subcommand.
+// The fuse-overlayfs compatible invocation:
+//
+//	strata -o lowerdir=L1:L2,upperdir=U,workdir=W [-f] [-d] DIR
+//
+// so that containers/storage's mount_program (and scripts written for
+// fuse-overlayfs) can run strata unchanged.
+
+// isOverlayInvocation reports whether args are that form (no subcommand).
 func isOverlayInvocation(args []string) bool {
 	for _, a := range args {
-		if a == "-o" || (len(a) > 2 && a[:2] == "-o") {
+		if a == "-o" || strings.HasPrefix(a, "-o") && !strings.HasPrefix(a, "--") {
 			return true
+		}
+		if !strings.HasPrefix(a, "-") {
+			return false // a subcommand comes first in the other form
 		}
 	}
 	return false
 }
 
+type overlayArgs struct {
+	opts       []string
+	dir        string
+	foreground bool
+	debug      bool
+}
+
+func parseOverlayArgs(args []string) (*overlayArgs, error) {
+	oa := &overlayArgs{}
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-o":
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("-o needs options")
+			}
+			i++
+			oa.opts = append(oa.opts, splitOptions(args[i])...)
+		case strings.HasPrefix(a, "-o"):
+			oa.opts = append(oa.opts, splitOptions(a[2:])...)
+		case a == "-f":
+			oa.foreground = true
+		case a == "-d" || a == "--debug":
+			oa.debug, oa.foreground = true, true
+		case strings.HasPrefix(a, "-"):
+			return nil, fmt.Errorf("unknown flag %s", a)
+		default:
+			pos = append(pos, a)
+		}
+	}
+	switch len(pos) {
+	case 1:
+		oa.dir = pos[0]
+	case 2: // "source target", as mount(8) helpers are called
+		oa.dir = pos[1]
+	default:
+		return nil, fmt.Errorf("need exactly one mount point")
+	}
+	return oa, nil
+}
+
+// splitOptions splits a -o value at commas not escaped with a backslash.
+func splitOptions(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			cur.WriteByte(s[i])
+			cur.WriteByte(s[i+1])
+			i++
+		case s[i] == ',':
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// splitLowers splits lowerdir at colons not escaped with a backslash.
+func splitLowers(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			cur.WriteByte(s[i+1])
+			i++
+		case s[i] == ':':
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+func unescapeOpt(s string) string {
+	return strings.NewReplacer(`\,`, ",", `\\`, `\`).Replace(s)
+}
+
 func runOverlayCompat(args []string) int {
-	fmt.Fprintln(os.Stderr, "strata: -o mode is not built yet")
-	return 1
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "strata: %v\n", err)
+		return 1
+	}
+	oa, err := parseOverlayArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "strata: %v\nusage: strata -o lowerdir=A:B,upperdir=U,workdir=W [-f] [-d] DIR\n", err)
+		return 2
+	}
+	if oa.debug {
+		log.SetLevel(logrus.DebugLevel)
+	}
+	cfg := strfs.Config{Log: log, Rootless: os.Geteuid() != 0}
+	mo := strfs.MountOptions{FsName: "strata", AllowOther: os.Geteuid() == 0}
+	for _, o := range oa.opts {
+		key, val, _ := strings.Cut(o, "=")
+		val = unescapeOpt(val)
+		switch key {
+		case "lowerdir":
+			for _, l := range splitLowers(val) {
+				abs, err := filepath.Abs(l)
+				if err != nil {
+					return fail(err)
+				}
+				cfg.Lowers = append(cfg.Lowers, abs)
+			}
+		case "upperdir":
+			cfg.Upper = val
+		case "workdir":
+			cfg.Work = val
+		case "ro":
+			mo.ReadOnly = true
+		case "rw":
+			mo.ReadOnly = false
+		case "dev":
+			mo.Dev = true
+		case "nodev":
+			mo.Dev = false
+		case "suid":
+			mo.Suid = true
+		case "nosuid":
+			mo.Suid = false
+		case "allow_other":
+			mo.AllowOther = true
+		case "debug":
+			log.SetLevel(logrus.DebugLevel)
+		case "fsname":
+			mo.FsName = val
+		case "noexec", "exec", "noatime", "relatime", "strictatime", "nodiratime", "context", "fscontext", "defcontext", "rootcontext":
+			if key == "noexec" || key == "noatime" {
+				mo.Extra = append(mo.Extra, key)
+			}
+			log.Debugf("option %s passed on / ignored", o)
+		case "passthrough":
+			cfg.NoPassthrough = val == "0" || val == "off"
+		default:
+			// fuse-overlayfs options strata does not need (fsync,
+			// noacl, threaded, static_nlink, xattr_permissions,
+			// timeout, redirect_dir, index, ...) are accepted.
+			log.Debugf("option %s ignored", o)
+		}
+	}
+	for _, p := range []*string{&cfg.Upper, &cfg.Work} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return fail(err)
+			}
+			*p = abs
+		}
+	}
+	if cfg.Upper == "" {
+		cfg.Work = ""
+	}
+	if len(cfg.Lowers) == 0 && cfg.Upper == "" {
+		return fail(fmt.Errorf("no lowerdir given"))
+	}
+	if cfg.Upper != "" && cfg.Work == "" {
+		return fail(fmt.Errorf("upperdir needs a workdir"))
+	}
+	dir, err := filepath.Abs(oa.dir)
+	if err != nil {
+		return fail(err)
+	}
+	if !inDaemon() && !oa.foreground {
+		if err := daemonize(args, ""); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	if err := serve(log, dir, cfg, mo, nil, nil); err != nil {
+		return fail(err)
+	}
+	return 0
 }

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	strfs "github.com/strata-fs/strata/fs"
+)
+
+// readyFdEnv names the fd on which a background daemon reports that its
+// mount is ready ("ok") or why it failed (one line).
+const readyFdEnv = "STRATA_READY_FD"
+
+// daemonize re-runs this command in the background, detached from the
+// terminal and from the caller's stdout/stderr (tools such as
+// containers/storage wait for those to close), and returns once the child
+// reports its mount ready. logPath receives the daemon's logs ("" for none).
+func daemonize(args []string, logPath string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if logPath != "" {
+		out, err = os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	}
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open daemon log: %w", err)
+	}
+	defer out.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, append([]string{}, args...)...)
+	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		cmd.Process.Release()
+		return nil
+	}
+	// The child failed before (or while) mounting: collect it.
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+	}
+	if line == "" {
+		line = "daemon exited before the mount was ready"
+		if logPath != "" {
+			line += " (see " + logPath + ")"
+		}
+	}
+	return errors.New(line)
+}
+
+// inDaemon reports whether this process is the background child.
+func inDaemon() bool { return os.Getenv(readyFdEnv) != "" }
+
+// reportReady tells a waiting parent how the mount went.
+func reportReady(err error) {
+	v := os.Getenv(readyFdEnv)
+	if v == "" {
+		return
+	}
+	os.Unsetenv(readyFdEnv)
+	fd, convErr := strconv.Atoi(v)
+	if convErr != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	if err == nil {
+		fmt.Fprintln(f, "ok")
+	} else {
+		fmt.Fprintln(f, strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	f.Close()
+}
+
+// serve mounts and serves until unmounted or signalled; onMounted runs once
+// the kernel has the mount (to record it), onExit after it is gone.
+func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptions, onMounted func() error, onExit func()) error {
+	raiseFileLimit(log)
+	srv, err := strfs.Mount(dir, cfg, mo)
+	if err != nil {
+		reportReady(err)
+		return err
+	}
+	if onMounted != nil {
+		if err := onMounted(); err != nil {
+			srv.Unmount()
+			reportReady(err)
+			return err
+		}
+	}
+	log.Infof("mounted %s (%d lower layers, %s)", dir, len(cfg.Lowers), writableText(cfg))
+	reportReady(nil)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		for s := range sigs {
+			log.Infof("%v: unmounting %s", s, dir)
+			if err := srv.Unmount(); err != nil {
+				// Busy: detach it from the namespace; the kernel
+				// finishes once the last user leaves.
+				log.Warnf("unmount %s: %v; detaching lazily", dir, err)
+				if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+					exec.Command("fusermount3", "-u", "-z", dir).Run()
+				}
+			}
+		}
+	}()
+	srv.Wait()
+	signal.Stop(sigs)
+	if onExit != nil {
+		onExit()
+	}
+	log.Infof("unmounted %s", dir)
+	return nil
+}
+
+func writableText(cfg strfs.Config) string {
+	if cfg.Upper == "" {
+		return "read-only"
+	}
+	return "upper " + cfg.Upper
+}
+
+// raiseFileLimit lifts the soft fd limit to the hard one: every directory
+// the kernel remembers holds one fd per layer.
+func raiseFileLimit(log *logrus.Logger) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+			log.Debugf("raise RLIMIT_NOFILE: %v", err)
+		}
+	}
+}
+
+// unmountDir unmounts a strata mount, also one whose daemon died
+// ("transport endpoint is not connected").
+func unmountDir(dir string) error {
+	var errs []string
+	if os.Geteuid() == 0 {
+		if err := unix.Unmount(dir, 0); err == nil {
+			return nil
+		} else {
+			errs = append(errs, err.Error())
+			if err == unix.EINVAL {
+				return fmt.Errorf("%s is not a mount point", dir)
+			}
+		}
+	}
+	out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	errs = append(errs, strings.TrimSpace(string(out)))
+	return fmt.Errorf("unmount %s: %s", dir, strings.Join(errs, "; "))
+}
+
+// isMountpoint reports whether dir is a FUSE mount point of strata.
+func mountInfoFor(dir string) (fstype string, ok bool) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		if unescapeMount(f[4]) != dir {
+			continue
+		}
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" && i+1 < len(f) {
+				fstype = f[i+1]
+			}
+		}
+		ok = true
+	}
+	return fstype, ok
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	strfs "github.com/strata-fs/strata/fs"
+	"github.com/strata-fs/strata/layerstore"
+)
+
+var mountFlags struct {
+	upper      string
+	readOnly   bool
+	foreground bool
+	dev, suid  bool
+	debugFuse  bool
+	noPT       bool
+}
+
+func init() {
+	register(&command{
+		name:    "mount",
+		usage:   "mount REF DIR [--upper DIR] [--read-only] [-f] [--dev] [--suid]",
+		summary: "mount an image with a writable layer (background by default)",
+		flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&mountFlags.upper, "upper", "", "writable layer directory (default: one kept in the store for this image and mount point)")
+			fs.BoolVar(&mountFlags.readOnly, "read-only", false, "no writable layer")
+			fs.BoolVarP(&mountFlags.foreground, "foreground", "f", false, "stay in the foreground")
+			fs.BoolVar(&mountFlags.dev, "dev", false, "allow device nodes (FUSE mounts are nodev otherwise)")
+			fs.BoolVar(&mountFlags.suid, "suid", false, "honour setuid/setgid bits (nosuid otherwise)")
+			fs.BoolVar(&mountFlags.debugFuse, "debug-fuse", false, "print every FUSE request (very verbose)")
+			fs.BoolVar(&mountFlags.noPT, "no-passthrough", false, "serve file data from the daemon instead of FUSE passthrough")
+		},
+		run: runMount,
+	})
+}
+
+func runMount(g *globals, args []string) error {
+	if len(args) != 2 {
+		return usageError{"need an image reference and a mount point"}
+	}
+	ref := args[0]
+	dir, err := filepath.Abs(args[1])
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("mount point %s: %w", dir, err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mount point %s: not a directory", dir)
+	}
+	store, err := layerstore.Open(g.root)
+	if err != nil {
+		return err
+	}
+	img, err := store.Resolve(ref)
+	if err != nil {
+		return err
+	}
+	cfg := strfs.Config{Lowers: store.LowerDirs(img), Log: g.log, Rootless: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
+	if !mountFlags.readOnly {
+		if mountFlags.upper != "" {
+			up, err := filepath.Abs(mountFlags.upper)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(up, 0o755); err != nil {
+				return fmt.Errorf("upper %s: %w", up, err)
+			}
+			// The work dir must sit on the upper's filesystem.
+			work := filepath.Join(filepath.Dir(up), "."+filepath.Base(up)+".work")
+			if err := os.MkdirAll(work, 0o700); err != nil {
+				return fmt.Errorf("work dir %s: %w", work, err)
+			}
+			cfg.Upper, cfg.Work = up, work
+		} else {
+			sum := sha256.Sum256([]byte(dir))
+			name := layerstore.ShortID(img.ID) + "-" + hex.EncodeToString(sum[:6])
+			if cfg.Upper, cfg.Work, err = store.ContainerDirs(name); err != nil {
+				return err
+			}
+		}
+	}
+	if !inDaemon() && !mountFlags.foreground {
+		logDir := filepath.Join(store.Root(), "logs")
+		os.MkdirAll(logDir, 0o700)
+		sum := sha256.Sum256([]byte(dir))
+		return daemonize(os.Args[1:], filepath.Join(logDir, "mount-"+hex.EncodeToString(sum[:8])+".log"))
+	}
+	mo := strfs.MountOptions{
+		FsName:     "strata:" + ref,
+		AllowOther: os.Geteuid() == 0,
+		Dev:        mountFlags.dev,
+		Suid:       mountFlags.suid,
+		ReadOnly:   mountFlags.readOnly,
+		Debug:      mountFlags.debugFuse,
+	}
+	rec := layerstore.MountRecord{Mountpoint: dir, ImageID: img.ID, Ref: ref, Upper: cfg.Upper, Work: cfg.Work, PID: os.Getpid(), ReadOnly: cfg.Upper == ""}
+	return serve(g.log, dir, cfg, mo,
+		func() error { return store.AddMount(rec) },
+		func() {
+			if err := store.RemoveMount(dir); err != nil {
+				g.log.Warn(err)
+			}
+		})
+}
