@@ -1,0 +1,248 @@
+package layerstore
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+)
+
+// detectCompression looks at the first bytes of a blob; media types are
+// not trusted (skopeo labels plain tars as gzip).
+func detectCompression(b []byte) string {
+	switch {
+	case len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b:
+		return "gzip"
+	case len(b) >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd:
+		return "zstd"
+	}
+	return "none"
+}
+
+// hashReader hashes and counts what passes through it, and reports progress.
+type hashReader struct {
+	r        io.Reader
+	h        hash.Hash
+	n        int64
+	progress func(int64)
+	last     int64
+}
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.h.Write(p[:n])
+		h.n += int64(n)
+		if h.progress != nil && h.n-h.last >= 256<<10 {
+			h.progress(h.n)
+			h.last = h.n
+		}
+	}
+	return n, err
+}
+
+func (h *hashReader) digest() string { return "sha256:" + hex.EncodeToString(h.h.Sum(nil)) }
+
+// ratioReader stops a decompression bomb: once more than floor bytes came
+// out, out/in may not exceed maxRatio.
+type ratioReader struct {
+	r        io.Reader
+	in       *hashReader
+	out      int64
+	maxRatio int64
+	floor    int64
+}
+
+func (r *ratioReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.out += int64(n)
+	if r.maxRatio > 0 && r.out > r.floor && r.out > r.maxRatio*max(r.in.n, 1) {
+		return n, fmt.Errorf("%w: %d bytes from %d compressed (limit %d:1)", ErrDecompressionBomb, r.out, r.in.n, r.maxRatio)
+	}
+	return n, err
+}
+
+// ctxReader stops a stream when the import is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type layerResult struct {
+	src         *layerSource
+	diffID      string
+	blobDigest  string
+	blobSize    int64
+	size        int64
+	compression string
+	dir         string // staging dir holding diff/, layer.json, contents.jsonl
+}
+
+type extractOptions struct {
+	maxRatio int64
+	floor    int64
+	root0    bool
+	warn     func(string, ...any)
+	progress func(done int64)
+}
+
+// classify maps stream errors onto the package's sentinels.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrTruncated):
+		return fmt.Errorf("%w: %w", ErrTruncated, err)
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum):
+		return fmt.Errorf("%w: %w", ErrInvalidImage, err)
+	}
+	return err
+}
+
+// extractLayer streams one blob once: hash the compressed bytes, detect
+// the compression from its magic, decompress, hash the tar (diffID) and
+// extract it into dest/diff, all in the same pass. It then checks both
+// digests against what the image declares.
+func extractLayer(ctx context.Context, src *layerSource, dest string, o extractOptions) (*layerResult, error) {
+	return streamLayer(ctx, src, dest, o)
+}
+
+// streamLayer is extractLayer; with dest == "" it only hashes and verifies.
+func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOptions) (res *layerResult, err error) {
+	rc, size, err := src.open()
+	if err != nil {
+		return nil, invalid("layer %s: %v", src.name, err)
+	}
+	defer rc.Close()
+	if src.size >= 0 && size != src.size {
+		return nil, fmt.Errorf("layer %s: %w: blob has %d bytes, manifest says %d", src.name, ErrDigestMismatch, size, src.size)
+	}
+	in := &hashReader{r: ctxReader{ctx, rc}, h: sha256.New(), progress: o.progress}
+	br := bufio.NewReaderSize(in, 1<<20)
+	magic, _ := br.Peek(4)
+	comp := detectCompression(magic)
+	var dr io.Reader = br
+	switch comp {
+	case "gzip":
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: gzip: %w", src.name, classify(err))
+		}
+		defer gz.Close()
+		dr = &ratioReader{r: gz, in: in, maxRatio: o.maxRatio, floor: o.floor}
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256<<20))
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: zstd: %w", src.name, err)
+		}
+		defer zr.Close()
+		dr = &ratioReader{r: zr, in: in, maxRatio: o.maxRatio, floor: o.floor}
+	}
+	out := &hashReader{r: dr, h: sha256.New()}
+
+	n := 0
+	var x *extractor
+	if dest != "" {
+		if x, n, err = extractTar(src, dest, out, o); err != nil {
+			return nil, err
+		}
+	}
+	// The rest of the tar (end blocks, padding) belongs to the diffID, the
+	// rest of the blob to its digest.
+	if _, err := io.Copy(io.Discard, out); err != nil {
+		return nil, fmt.Errorf("layer %s: %w", src.name, classify(err))
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return nil, fmt.Errorf("layer %s: %w", src.name, classify(err))
+	}
+	res = &layerResult{src: src, diffID: out.digest(), blobDigest: in.digest(), blobSize: in.n, size: out.n, compression: comp, dir: dest}
+	if o.progress != nil {
+		o.progress(in.n)
+	}
+	if src.digest != "" && res.blobDigest != src.digest {
+		return nil, fmt.Errorf("layer %s: %w: blob is %s, manifest says %s", src.name, ErrDigestMismatch, res.blobDigest, src.digest)
+	}
+	if src.diffID != "" && res.diffID != src.diffID {
+		return nil, fmt.Errorf("layer %s: %w: uncompressed content is %s, config says %s", src.name, ErrDigestMismatch, res.diffID, src.diffID)
+	}
+	if comp == "none" && src.digest == "" {
+		res.blobDigest = "" // the "blob" is the tar itself; nothing to record
+	}
+	if dest == "" {
+		return res, nil
+	}
+	// The content manifest for fsck.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, e := range x.entries {
+		if err := enc.Encode(e); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dest, "contents.jsonl"), buf.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	meta := layerMeta{DiffID: res.diffID, Size: res.size, Entries: n, OpaqueXattr: x.opaqueXattr, Imported: time.Now().UTC()}
+	if res.blobDigest != "" {
+		meta.BlobDigests = []string{res.blobDigest}
+	}
+	meta.Compressions = []string{comp}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(dest, "layer.json"), append(mb, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// extractTar applies the tar stream r to dest/diff.
+func extractTar(src *layerSource, dest string, r io.Reader, o extractOptions) (*extractor, int, error) {
+	diff := filepath.Join(dest, "diff")
+	if err := os.Mkdir(diff, 0o755); err != nil {
+		return nil, 0, err
+	}
+	rootFD, err := unix.Open(diff, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(rootFD)
+	x := newExtractor(rootFD, o.root0, o.warn)
+	defer x.close()
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("layer %s: entry %d: %w", src.name, n+1, classify(err))
+		}
+		n++
+		if err := x.apply(hdr, tr); err != nil {
+			return nil, 0, fmt.Errorf("layer %s: %w", src.name, classify(err))
+		}
+	}
+	if err := x.finish(); err != nil {
+		return nil, 0, fmt.Errorf("layer %s: %w", src.name, err)
+	}
+	return x, n, nil
+}
