@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -115,8 +117,15 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 		NullPermissions: true,
 		RootStableAttr:  attr,
 	}
-	if mo.Debug {
-		o.Logger = log.Default()
+	if mo.Debug || (cfg.Log != nil && cfg.Log.IsLevelEnabled(logrus.DebugLevel)) {
+		// Every FUSE request and reply, through the daemon's logger.
+		w := log.Default().Writer()
+		if cfg.Log != nil {
+			w = cfg.Log.WriterLevel(logrus.DebugLevel)
+		}
+		o.MountOptions.Debug = true
+		o.MountOptions.Logger = log.New(w, "fuse: ", 0)
+		o.Logger = log.New(w, "fs: ", 0)
 	}
 	srv, err := gofs.Mount(dir, root, o)
 	if err != nil {

@@ -18,7 +18,6 @@ var mountFlags struct {
 	readOnly   bool
 	foreground bool
 	dev, suid  bool
-	debugFuse  bool
 	noPT       bool
 }
 
@@ -33,7 +32,6 @@ func init() {
 			fs.BoolVarP(&mountFlags.foreground, "foreground", "f", false, "stay in the foreground")
 			fs.BoolVar(&mountFlags.dev, "dev", false, "allow device nodes (FUSE mounts are nodev otherwise)")
 			fs.BoolVar(&mountFlags.suid, "suid", false, "honour setuid/setgid bits (nosuid otherwise)")
-			fs.BoolVar(&mountFlags.debugFuse, "debug-fuse", false, "print every FUSE request (very verbose)")
 			fs.BoolVar(&mountFlags.noPT, "no-passthrough", false, "serve file data from the daemon instead of FUSE passthrough")
 		},
 		run: runMount,
@@ -98,7 +96,6 @@ func runMount(g *globals, args []string) error {
 		Dev:        mountFlags.dev,
 		Suid:       mountFlags.suid,
 		ReadOnly:   mountFlags.readOnly,
-		Debug:      mountFlags.debugFuse,
 	}
 	rec := layerstore.MountRecord{Mountpoint: dir, ImageID: img.ID, Ref: ref, Upper: cfg.Upper, Work: cfg.Work, PID: os.Getpid(), ReadOnly: cfg.Upper == ""}
 	return serve(g.log, dir, cfg, mo,
