@@ -298,3 +298,47 @@ func TestUnlinkedOpenFileNlinkZero(t *testing.T) {
 		t.Errorf("stat after unlink: %v", err)
 	}
 }
+
+func TestInodeStableAcrossRemountAndForget(t *testing.T) {
+	mnt, upper, lowers := mountUnion(t, lowerStack, 1, Config{})
+	names := []string{"f", "d", "d/g", "h1", "h2", "loop1"}
+	inos := map[string]uint64{}
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(mnt, n), &st); err != nil {
+			t.Fatal(err)
+		}
+		inos[n] = st.Ino
+	}
+	// copy up a file, a dir (by chmod) and a hard link
+	os.WriteFile(filepath.Join(mnt, "f"), []byte("new"), 0o644)
+	os.Chmod(filepath.Join(mnt, "d"), 0o700)
+	os.WriteFile(filepath.Join(mnt, "h2"), []byte("new"), 0o644)
+	check := func(where, m string) {
+		for _, n := range names {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(m, n), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Ino != inos[n] {
+				t.Errorf("%s: st_ino of %s changed %d -> %d", where, n, inos[n], st.Ino)
+			}
+		}
+	}
+	check("after copy-up", mnt)
+	// Make the kernel forget everything it can.
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+	check("after forget", mnt)
+
+	// A second mount of the same layers and upper.
+	mnt2 := filepath.Join(t.TempDir(), "mnt2")
+	os.Mkdir(mnt2, 0o755)
+	work2 := filepath.Join(filepath.Dir(upper), "work2")
+	os.Mkdir(work2, 0o755)
+	srv, err := Mount(mnt2, Config{Lowers: lowers, Upper: upper, Work: work2}, MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	check("after remount", mnt2)
+}
