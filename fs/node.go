@@ -336,6 +336,11 @@ func (u *unionFS) appendRedirected(r *resolved, below []dirLayer) syscall.Errno 
 		if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
 			continue
 		}
+		if err == unix.EXDEV {
+			// The redirect climbs out of the layer: ignore it.
+			u.log.Warnf("redirect %q leaves layer %s; ignored", r.lowerPath, l.path)
+			continue
+		}
 		if err != nil {
 			return toErrno(err)
 		}
