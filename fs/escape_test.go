@@ -88,3 +88,22 @@ func TestLayerSymlinksNeverFollowed(t *testing.T) {
 		assertUnchanged(t, lowerBefore[l], l)
 	}
 }
+
+// The daemon sees lower layers through read-only mounts of its own, so even
+// a bug that opened a lower file for writing could not change it.
+func TestLowerViewIsReadOnly(t *testing.T) {
+	_, _, lowers := mountUnion(t, lowerStack, 1, Config{})
+	u, err := newUnionFS(Config{Lowers: lowers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.close()
+	fd, err := unix.Openat(u.lowers[0].root, "f", unix.O_WRONLY, 0)
+	if err == nil {
+		unix.Close(fd)
+		t.Fatalf("lower file opened for writing through the daemon's view")
+	}
+	if err != unix.EROFS {
+		t.Errorf("open for write: %v, want EROFS", err)
+	}
+}

@@ -106,6 +106,9 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open layer %s: %w", path, err)
 		}
+		if !upper {
+			fd = u.readOnlyView(fd, path)
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
@@ -140,6 +143,34 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 	first := u.layers()[0]
 	u.devIdx[first.dev] = 0
 	return u, nil
+}
+
+// readOnlyView replaces a lower layer's root fd by the root of a private,
+// detached, read-only bind mount of it (open_tree + mount_setattr), a second
+// line of defence: whatever the daemon does through it, including a
+// passthrough backing file the kernel writes to, fails with EROFS instead of
+// changing the layer. Where that needs privileges we lack, fd is kept.
+func (u *unionFS) readOnlyView(fd int, path string) int {
+	tree, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		u.log.Debugf("layer %s: no read-only view (open_tree: %v)", path, err)
+		return fd
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		u.log.Debugf("layer %s: no read-only view (mount_setattr: %v)", path, err)
+		unix.Close(tree)
+		return fd
+	}
+	// A directory fd (not O_PATH) on the view, so xattr calls work on it.
+	rfd, err := openDirAt(tree, ".")
+	unix.Close(tree)
+	if err != nil {
+		u.log.Debugf("layer %s: no read-only view (open: %v)", path, err)
+		return fd
+	}
+	unix.Close(fd)
+	return rfd
 }
 
 // layers returns all layers top-down, upper first.
