@@ -104,7 +104,7 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 			FsName:                   fsname,
 			Name:                     "strata",
 			EnableLocks:              true,
-			EnableAcl:                false,
+			EnableAcl:                true,
 			MaxReadAhead:             1 << 20,
 			Debug:                    mo.Debug,
 			DirectMount:              true,
