@@ -282,6 +282,14 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Mknodat(pfd, target, unix.S_IFCHR, 0); err != nil {
 			return fmt.Errorf("%q: whiteout: %w", name, err)
 		}
+		// Owner and times from the marker entry, so that the tree is a
+		// function of the tar alone.
+		if err := x.chown(pfd, target, hdr, false); err != nil {
+			return err
+		}
+		if err := setTimesAt(pfd, target, atime(hdr), hdr.ModTime); err != nil {
+			return err
+		}
 		x.entries = append(x.entries, contentEntry{Path: path.Join(dir, target), Type: "w"})
 		return nil
 	}

@@ -14,7 +14,7 @@ import (
 func (s *Store) Tag(ref, newRef string) error {
 	nr, err := parseTagRef(newRef)
 	if err != nil {
-		return fmt.Errorf("tag: %w", err)
+		return err
 	}
 	unlock, err := s.lock()
 	if err != nil {
@@ -27,7 +27,7 @@ func (s *Store) Tag(ref, newRef string) error {
 	}
 	id, err := s.resolveID(repos, ref)
 	if err != nil {
-		return fmt.Errorf("tag: %w", err)
+		return err
 	}
 	repos.set(nr, id)
 	return s.saveRepos(repos)
@@ -54,11 +54,11 @@ func (s *Store) Remove(ref string) (*RemoveResult, error) {
 	}
 	id, err := s.resolveID(repos, ref)
 	if err != nil {
-		return nil, fmt.Errorf("rmi: %w", err)
+		return nil, err
 	}
 	mounts, err := s.Mounts()
 	if err != nil {
-		return nil, fmt.Errorf("rmi: %w", err)
+		return nil, err
 	}
 	for _, m := range mounts {
 		if m.ImageID == id {
