@@ -218,6 +218,13 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		return fail(err)
 	}
 	if key != "" {
+		// Every name of the object shares these, being one inode.
+		if err := setxattrAt(u.work, tmp, u.indexXattr, []byte(key), 0); err != nil {
+			return fail(err)
+		}
+		if err := setxattrAt(u.work, tmp, u.nlinkXattr, []byte(strconv.FormatUint(uint64(st.Nlink), 10)), 0); err != nil {
+			return fail(err)
+		}
 		if err := unix.Renameat(u.work, tmp, u.index, key); err != nil {
 			return fail(err)
 		}

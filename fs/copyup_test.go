@@ -342,3 +342,32 @@ func TestInodeStableAcrossRemountAndForget(t *testing.T) {
 	defer srv.Unmount()
 	check("after remount", mnt2)
 }
+
+func TestIndexedHardLinkNlink(t *testing.T) {
+	mnt, _, _ := mountUnion(t, lowerStack, 1, Config{})
+	p1, p2, p3 := filepath.Join(mnt, "h1"), filepath.Join(mnt, "h2"), filepath.Join(mnt, "h3")
+	nlink := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Nlink
+	}
+	os.WriteFile(p1, []byte("x"), 0o644) // copy-up into the index
+	if n := nlink(p2); n != 2 {
+		t.Errorf("after copy-up nlink %d, want 2", n)
+	}
+	if err := os.Link(p2, p3); err != nil {
+		t.Fatal(err)
+	}
+	if n := nlink(p1); n != 3 {
+		t.Errorf("after link nlink %d, want 3", n)
+	}
+	os.Remove(p1)
+	if n := nlink(p3); n != 2 {
+		t.Errorf("after unlink nlink %d, want 2", n)
+	}
+	if b, _ := os.ReadFile(p2); string(b) != "x" {
+		t.Errorf("h2 reads %q", b)
+	}
+}

@@ -303,7 +303,12 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 				r.ino = o
 			}
 		}
-	} else if d.u.index >= 0 && r.st.Mode&unix.S_IFMT != unix.S_IFDIR && r.st.Nlink > 1 {
+		if r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
+			if v, err := getxattrAll(fd, nm, d.u.indexXattr); err == nil && len(v) > 0 {
+				r.indexKey = string(v)
+			}
+		}
+	} else if d.u.index >= 0 && r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
 		key := indexKey(&r.st)
 		var ist unix.Stat_t
 		if lstatAt(d.u.index, key, &ist) == nil {
@@ -312,6 +317,32 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		}
 	}
 	return r, 0
+}
+
+// indexNlink is the link count of an indexed hard link as the union shows
+// it: the lower names plus links made, less names removed.
+func (u *unionFS) indexNlink(key string, fallback uint32) uint32 {
+	v, err := getxattrAll(u.index, key, u.nlinkXattr)
+	if err != nil {
+		return fallback
+	}
+	n, err := strconv.ParseUint(string(v), 10, 32)
+	if err != nil {
+		return fallback
+	}
+	return uint32(n)
+}
+
+// adjustIndexNlink records a link made (+1) or a name removed (-1).
+func (u *unionFS) adjustIndexNlink(key string, delta int) {
+	if key == "" || u.index < 0 {
+		return
+	}
+	n := int(u.indexNlink(key, 1)) + delta
+	if n < 0 {
+		n = 0
+	}
+	setxattrAt(u.index, key, u.nlinkXattr, []byte(strconv.Itoa(n)), 0)
 }
 
 func indexKey(st *unix.Stat_t) string {
@@ -391,6 +422,14 @@ func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
 	out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
 	out.Rdev = uint32(unix.Mkdev(unix.Major(st.Rdev), unix.Minor(st.Rdev)))
 	out.Blksize = uint32(st.Blksize)
+	if n, ok := ch.Operations().(*node); ok && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		n.mu.Lock()
+		key := n.indexKey
+		n.mu.Unlock()
+		if key != "" {
+			out.Nlink = u.indexNlink(key, out.Nlink)
+		}
+	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if n, ok := ch.Operations().(*node); ok {
 			n.mu.Lock()

@@ -323,19 +323,12 @@ func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	u := d.u
 	ufd := d.upperFd()
 	defer d.invalidateListing()
-	if r.layer.upper && r.indexKey == "" {
+	u.adjustIndexNlink(r.indexKey, -1)
+	var st unix.Stat_t
+	if lstatAt(ufd, name, &st) == nil && !isWhiteout(&st) {
 		if !d.existsBelow(name) {
 			return toErrno(unix.Unlinkat(ufd, name, 0))
 		}
-		tmp, err := u.replaceWithWhiteout(ufd, name, false)
-		if err != nil {
-			return toErrno(err)
-		}
-		return toErrno(unix.Unlinkat(u.work, tmp, 0))
-	}
-	var st unix.Stat_t
-	if lstatAt(ufd, name, &st) == nil {
-		// a materialised name of an indexed hard link
 		tmp, err := u.replaceWithWhiteout(ufd, name, false)
 		if err != nil {
 			return toErrno(err)
@@ -588,6 +581,9 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno != 0 {
 		return nil, errno
 	}
+	t.mu.Lock()
+	key := t.indexKey
+	t.mu.Unlock()
 	if tg.overWh {
 		tmp := d.u.tmpName("link")
 		if err := unix.Linkat(tfd, tname, d.u.work, tmp, 0); err != nil {
@@ -602,6 +598,7 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		}
 		d.finishCreate(tg)
 	}
+	d.u.adjustIndexNlink(key, +1)
 	return d.newEntry(ctx, name, out)
 }
 

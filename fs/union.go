@@ -68,6 +68,8 @@ type unionFS struct {
 	originXattr string
 	redirXattr  string
 	opaqueXattr string
+	indexXattr  string // on an indexed hard link: its key in work/index
+	nlinkXattr  string // on an indexed hard link: the union's link count
 
 	devMu  sync.Mutex
 	devIdx map[uint64]uint64 // device -> high bits for inode numbers
@@ -100,6 +102,8 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 	u.originXattr = u.xattrPrefix + "strata.origin"
 	u.redirXattr = u.xattrPrefix + "redirect"
 	u.opaqueXattr = u.xattrPrefix + "opaque"
+	u.indexXattr = u.xattrPrefix + "strata.index"
+	u.nlinkXattr = u.xattrPrefix + "strata.nlink"
 
 	open := func(idx int, path string, upper bool) (*layer, error) {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
