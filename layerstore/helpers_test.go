@@ -96,10 +96,14 @@ type testImage struct {
 	tags   []string // docker RepoTags / OCI ref names
 	label  string   // makes the config (and the ID) unique
 	// corruptions
-	badDiffID int // 1-based layer index whose diff_id is wrong
+	badDiffID int      // 1-based layer index whose diff_id is wrong
+	override  [][]byte // non-nil entries replace the stored blob of that layer
 }
 
 func (ti testImage) blob(t testing.TB, i int) []byte {
+	if i < len(ti.override) && ti.override[i] != nil {
+		return ti.override[i]
+	}
 	c := ""
 	if i < len(ti.comp) {
 		c = ti.comp[i]
@@ -374,3 +378,53 @@ func listXattrs(p string) []string {
 }
 
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// rawTar builds a tar by hand, for names archive/tar refuses to write: one
+// PAX header with the given records, then a regular file with body.
+func rawTar(records map[string]string, body string) []byte {
+	block := func(name string, typ byte, size int) []byte {
+		h := make([]byte, 512)
+		copy(h[0:], name)
+		copy(h[100:], "0000644\x00")
+		copy(h[108:], "0000000\x00")
+		copy(h[116:], "0000000\x00")
+		copy(h[124:], fmt.Sprintf("%011o\x00", size))
+		copy(h[136:], "00000001750\x00")
+		h[156] = typ
+		copy(h[257:], "ustar\x0000")
+		copy(h[148:], "        ")
+		sum := 0
+		for _, c := range h {
+			sum += int(c)
+		}
+		copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
+		return h
+	}
+	pad := func(b []byte) []byte {
+		if r := len(b) % 512; r != 0 {
+			b = append(b, make([]byte, 512-r)...)
+		}
+		return b
+	}
+	var pax []byte
+	keys := make([]string, 0, len(records))
+	for k := range records {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		rec := " " + k + "=" + records[k] + "\n"
+		n := len(rec) + 1
+		for len(fmt.Sprint(n))+len(rec) != n {
+			n++
+		}
+		pax = append(pax, fmt.Sprintf("%d%s", n, rec)...)
+	}
+	var out []byte
+	out = append(out, block("PaxHeaders/f", 'x', len(pax))...)
+	out = append(out, pad(pax)...)
+	out = append(out, block("placeholder", '0', len(body))...)
+	out = append(out, pad([]byte(body))...)
+	out = append(out, make([]byte, 1024)...)
+	return out
+}

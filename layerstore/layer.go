@@ -76,6 +76,21 @@ func (r *ratioReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// corruptReader classifies decompressor errors: a short stream is
+// ErrTruncated (by classify), anything else ErrInvalidImage.
+type corruptReader struct {
+	r    io.Reader
+	comp string
+}
+
+func (c corruptReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w: corrupt %s stream: %w", ErrInvalidImage, c.comp, err)
+	}
+	return n, err
+}
+
 // ctxReader stops a stream when the import is cancelled.
 type ctxReader struct {
 	ctx context.Context
@@ -148,14 +163,14 @@ func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOp
 			return nil, fmt.Errorf("layer %s: gzip: %w", src.name, classify(err))
 		}
 		defer gz.Close()
-		dr = &ratioReader{r: gz, in: in, maxRatio: o.maxRatio, floor: o.floor}
+		dr = &ratioReader{r: corruptReader{gz, comp}, in: in, maxRatio: o.maxRatio, floor: o.floor}
 	case "zstd":
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256<<20))
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: zstd: %w", src.name, err)
 		}
 		defer zr.Close()
-		dr = &ratioReader{r: zr, in: in, maxRatio: o.maxRatio, floor: o.floor}
+		dr = &ratioReader{r: corruptReader{zr, comp}, in: in, maxRatio: o.maxRatio, floor: o.floor}
 	}
 	out := &hashReader{r: dr, h: sha256.New()}
 
