@@ -30,7 +30,7 @@ type inspectOut struct {
 	Created     string          `json:"created"`
 	Size        int64           `json:"size"`
 	Config      json.RawMessage `json:"config"`
-	Layers      []inspectLayer  `json:"layers"` // bottom-up, as rootfs.diff_ids
+	Layers      []inspectLayer  `json:"layers"`   // bottom-up, as rootfs.diff_ids
 	LowerDir    string          `json:"lowerdir"` // overlayfs lowerdir= value, top-most first
 }
 
