@@ -99,9 +99,12 @@ func pidAlive(pid int) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
+// mountinfoPath is a variable for tests.
+var mountinfoPath = "/proc/self/mountinfo"
+
 // strataMountpoints lists mountpoints of type fuse.strata.
 func strataMountpoints() (map[string]bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(mountinfoPath)
 	if err != nil {
 		return nil, err
 	}
