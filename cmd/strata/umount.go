@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -66,7 +68,7 @@ func runUmount(g *globals, args []string) error {
 	if rec != nil && rec.PID > 0 {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			if err := syscall.Kill(rec.PID, 0); err != nil {
+			if !processAlive(rec.PID) {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -76,6 +78,22 @@ func runUmount(g *globals, args []string) error {
 		store.RemoveMount(dir)
 	}
 	return nil
+}
+
+// processAlive reports whether pid runs (a zombie no longer serves).
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
 }
 
 func runMounts(g *globals, args []string) error {
