@@ -234,8 +234,18 @@ func mustStrata(t testing.TB, args ...string) result {
 // mount) does not hold up the wait.
 func strataIn(t testing.TB, root string, timeout time.Duration, args ...string) result {
 	t.Helper()
+	return strataExec(t, timeout, append([]string{"--root", root}, args...)...)
+}
+
+// strataExec runs the binary with exactly these arguments (no --root: the
+// fuse-overlayfs compatible `strata -o ...` form takes none).
+func strataExec(t testing.TB, timeout time.Duration, full ...string) result {
+	t.Helper()
 	requireRoot(t)
-	full := append([]string{"--root", root}, args...)
+	args := full
+	if len(full) >= 2 && full[0] == "--root" {
+		args = full[2:]
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	dir := t.TempDir()

@@ -16,6 +16,7 @@ type inspected struct {
 	ID        string
 	LayerDirs []string // bottom layer first, as in the image config's diff_ids
 	DiffIDs   []string
+	LowerDir  string // the layer dirs top-first, joined with ':' (mount -t overlay's lowerdir=)
 	Raw       string
 }
 
@@ -27,54 +28,48 @@ func inspect(t testing.TB, ref string) inspected {
 	return parseInspect(t, r.Stdout)
 }
 
+// parseInspect reads the JSON contract that the README documents and other
+// tools rely on: "id", "layers" (bottom first) with "diff_id", "digest" and
+// "dir" (absolute), and "lowerdir".
 func parseInspect(t testing.TB, out string) inspected {
 	t.Helper()
-	var doc any
+	var doc struct {
+		ID     string `json:"id"`
+		Layers []struct {
+			DiffID string `json:"diff_id"`
+			Digest string `json:"digest"`
+			Dir    string `json:"dir"`
+		} `json:"layers"`
+		LowerDir string `json:"lowerdir"`
+	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
-		t.Fatalf("strata inspect: output is not JSON: %v\n%s", err, out)
+		t.Fatalf("strata inspect: output is not the expected JSON object: %v\n%s", err, out)
 	}
-	// docker inspect prints an array of one object; accept both forms.
-	if arr, ok := doc.([]any); ok && len(arr) == 1 {
-		doc = arr[0]
+	in := inspected{ID: doc.ID, LowerDir: doc.LowerDir, Raw: out}
+	if !strings.HasPrefix(in.ID, "sha256:") || len(in.ID) != len("sha256:")+64 {
+		t.Fatalf("strata inspect: id %q is not sha256:<64 hex>:\n%s", in.ID, out)
 	}
-	obj, ok := doc.(map[string]any)
-	if !ok {
-		t.Fatalf("strata inspect: want a JSON object, got:\n%s", out)
-	}
-	in := inspected{Raw: out}
-	in.ID = str(field(obj, "id", "image_id", "imageid"))
-	if in.ID == "" {
-		t.Fatalf("strata inspect: no image id in:\n%s", out)
-	}
-	layers, _ := field(obj, "layers").([]any)
-	if len(layers) == 0 {
+	if len(doc.Layers) == 0 {
 		t.Fatalf("strata inspect: no layers in:\n%s", out)
 	}
-	for i, l := range layers {
-		lo, _ := l.(map[string]any)
-		dir := str(field(lo, "dir", "path", "directory", "layer_dir"))
-		if dir == "" || !filepath.IsAbs(dir) {
-			t.Fatalf("strata inspect: layer %d has no absolute dir:\n%s", i, out)
+	for i, l := range doc.Layers {
+		if !filepath.IsAbs(l.Dir) {
+			t.Fatalf("strata inspect: layer %d: dir %q is not absolute:\n%s", i, l.Dir, out)
 		}
-		in.LayerDirs = append(in.LayerDirs, dir)
-		in.DiffIDs = append(in.DiffIDs, str(field(lo, "diff_id", "diffid")))
+		if fi, err := os.Stat(l.Dir); err != nil || !fi.IsDir() {
+			t.Fatalf("strata inspect: layer %d: dir %s: %v", i, l.Dir, err)
+		}
+		if !strings.HasPrefix(l.DiffID, "sha256:") {
+			t.Fatalf("strata inspect: layer %d: diff_id %q", i, l.DiffID)
+		}
+		in.LayerDirs = append(in.LayerDirs, l.Dir)
+		in.DiffIDs = append(in.DiffIDs, l.DiffID)
+	}
+	if want := strings.Join(topFirst(in.LayerDirs), ":"); in.LowerDir != want {
+		t.Errorf("strata inspect: lowerdir %q, want the layer dirs top-first %q", in.LowerDir, want)
 	}
 	return in
 }
-
-// field returns the first of keys present in obj (compared case-insensitively).
-func field(obj map[string]any, keys ...string) any {
-	for _, k := range keys {
-		for ok, v := range obj {
-			if strings.EqualFold(ok, k) {
-				return v
-			}
-		}
-	}
-	return nil
-}
-
-func str(v any) string { s, _ := v.(string); return s }
 
 // topFirst reverses bottom-first layer dirs into lowerdir= order.
 func topFirst(dirs []string) []string {
@@ -231,4 +226,36 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// TestStoreLayersWithPeers hands the store's layer directories, unchanged, to
+// the peers the design promises compatibility with: fuse-overlayfs, and
+// strata's own fuse-overlayfs compatible `-o lowerdir=` form. Both must show
+// exactly umoci's unpack of the image.
+func TestStoreLayersWithPeers(t *testing.T) {
+	requireCommands(t, "import", "inspect")
+	fx := fixture(t, "busybox")
+	reference := treeManifest(t, filepath.Join(fx, "busybox-reference", "rootfs"))
+	mustStrata(t, "import", filepath.Join(fx, "busybox-docker-archive.tar"), "--tag", "fixture/busybox:latest")
+	in := inspect(t, "fixture/busybox:latest")
+
+	t.Run("fuse-overlayfs", func(t *testing.T) {
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		fuseOverlayfs(t, topFirst(in.LayerDirs), "", "", mnt)
+		sameTree(t, "fuse-overlayfs over the store's layers vs umoci unpack", reference, treeManifest(t, mnt))
+	})
+	t.Run("strata-o", func(t *testing.T) {
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unmount(t, mnt) })
+		if r := strataExec(t, defaultTimeout, "-o", "lowerdir="+in.LowerDir, mnt); r.Code != 0 {
+			t.Fatalf("%v", r)
+		}
+		if !isMounted(mnt) {
+			t.Fatalf("strata -o returned but %s is not mounted", mnt)
+		}
+		sameTree(t, "strata -o lowerdir= over the store's layers vs umoci unpack", reference, treeManifest(t, mnt))
+	})
 }
