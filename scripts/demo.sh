@@ -42,20 +42,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# show CMD... -- print a command the way a user would type it, then run it.
-show() {
+# st ARGS... -- print a strata command the way a user would type it, then run it.
+st() {
   local shown=("$@")
-  [ "${1:-}" = "$STRATA" ] && shown=(strata "${@:2}")
-  shown=("${shown[@]//$TMP/\$TMP}")
-  printf '\n$ %s\n' "${shown[*]//$REPO\//}"
-  "$@"
+  shown=("${shown[@]//$TMP\//}")
+  shown=("${shown[@]//$REPO\//}")
+  printf '\n$ strata %s\n' "${shown[*]}"
+  "$STRATA" "$@"
 }
-st() { show "$STRATA" "$@"; }
+# sh_in_tmp 'CMDLINE' -- print a shell command line, then run it in $TMP
+# (so that the paths shown, mnt/… and upper/…, are the ones used).
+sh_in_tmp() {
+  printf '\n$ %s\n' "$1"
+  (cd "$TMP" && bash -euo pipefail -c "$1")
+}
 
 # a throwaway store: every strata command below uses it
 export STRATA_ROOT=$STORE
-echo "strata demo: TMP=$TMP"
-echo "\$ export STRATA_ROOT=\$TMP/store"
+echo "strata demo in TMP=$TMP (store: \$TMP/store, mount point: \$TMP/mnt, upper: \$TMP/upper)"
+cd "$TMP"
 
 st import "$IMAGE" --tag sample:latest
 st images
@@ -63,26 +68,26 @@ st mount sample:latest "$MNT" --upper "$UPPER"
 mounted=1
 mounted_here || die "strata mount returned but $MNT is not mounted"
 
-printf '\n$ ls -l $TMP/mnt $TMP/mnt/bin | head -20\n'
-ls -l "$MNT" "$MNT/bin" | head -20
+sh_in_tmp 'ls -l mnt mnt/bin | head -20'
 
 echo; echo "# /srv/demo/message.txt was changed by the second layer:"
-show cat "$MNT/srv/demo/message.txt"
+sh_in_tmp 'cat mnt/srv/demo/message.txt'
 
-echo; echo "# /srv/demo/obsolete.txt was deleted by the second layer (a whiteout), and cache/ replaced (opaque):"
-show ls -la "$MNT/srv/demo" "$MNT/srv/demo/cache"
+echo; echo "# /srv/demo/obsolete.txt was deleted by the second layer (a whiteout), and cache/ replaced (an opaque dir):"
+sh_in_tmp 'ls -la mnt/srv/demo mnt/srv/demo/cache'
+sh_in_tmp 'cat mnt/srv/demo/obsolete.txt || echo "obsolete.txt: gone, as it should be"'
 if [ -e "$MNT/srv/demo/obsolete.txt" ]; then die "obsolete.txt is visible: the whiteout did not work"; fi
-echo "obsolete.txt: gone"
 
-echo; echo "# writing: a new file, and an append to a file of the lower layers (copied up):"
-show sh -c "echo 'written through the mount' > '$MNT/srv/demo/new.txt'"
-show sh -c "echo 'appended through the mount' >> '$MNT/etc/motd'"
-show cat "$MNT/srv/demo/new.txt" "$MNT/etc/motd"
+echo; echo "# writing: a new file, and an append to a file of the lower layers (copied up first):"
+sh_in_tmp 'echo "written through the mount" > mnt/srv/demo/new.txt'
+sh_in_tmp 'echo "appended through the mount" >> mnt/etc/motd'
+sh_in_tmp 'cat mnt/srv/demo/new.txt mnt/etc/motd'
 
-echo; echo "# the image is a real root filesystem: busybox runs in it"
-show chroot "$MNT" /bin/sh -c 'echo "hello from $(busybox | head -1 | cut -d" " -f1-2) inside the image"; ls /srv/demo'
+echo; echo "# the image is a real root filesystem: its busybox runs in it"
+sh_in_tmp "chroot mnt /bin/sh -c 'busybox | head -1; ls /srv/demo'"
 
-if "$STRATA" help 2>&1 | grep -qE '^ +mounts\b'; then
+help=$("$STRATA" help 2>&1 || true)
+if grep -qE '^ +mounts( |$)' <<<"$help"; then
   st mounts
 fi
 
@@ -92,5 +97,6 @@ mounted_here && die "$MNT still mounted after strata umount"
 mounted=0
 
 echo; echo "# the writes live in the upper directory; the image's layers are unchanged:"
-show find "$UPPER" -mindepth 1
+sh_in_tmp 'find upper -mindepth 1 | sort'
+cd /
 echo; echo "demo: OK"
