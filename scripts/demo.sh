@@ -54,7 +54,7 @@ st() {
 # (so that the paths shown, mnt/… and upper/…, are the ones used).
 sh_in_tmp() {
   printf '\n$ %s\n' "$1"
-  (cd "$TMP" && bash -euo pipefail -c "$1")
+  (cd "$TMP" && bash -eu -c "$1")   # no pipefail: `| head` may SIGPIPE the writer
 }
 
 # a throwaway store: every strata command below uses it
