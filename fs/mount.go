@@ -61,14 +61,18 @@ func Root(cfg Config) (gofs.InodeEmbedder, *gofs.StableAttr, func(), error) {
 
 // Mount serves the union at dir and returns once the kernel has the mount.
 func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
+	// Every change to what a name resolves to goes through this daemon,
+	// which the kernel sees (or is told, with a notify), so the kernel may
+	// cache names and attributes for long, as it does for the kernel's own
+	// overlayfs.
 	if cfg.EntryTimeout == 0 {
-		cfg.EntryTimeout = time.Second
+		cfg.EntryTimeout = time.Hour
 	}
 	if cfg.AttrTimeout == 0 {
-		cfg.AttrTimeout = time.Second
+		cfg.AttrTimeout = time.Hour
 	}
 	if cfg.NegativeTimeout == 0 {
-		cfg.NegativeTimeout = time.Second
+		cfg.NegativeTimeout = time.Hour
 	}
 	root, attr, cleanup, err := Root(cfg)
 	if err != nil {
