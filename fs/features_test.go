@@ -1,0 +1,137 @@
+package fs
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestRootfsFeatures(t *testing.T) {
+	mnt, _, _ := mountUnion(t, lowerStack, 1, Config{})
+	t.Run("flock and fcntl locks", func(t *testing.T) {
+		p := filepath.Join(mnt, "f") // a lower file
+		a, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		b, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := unix.Flock(int(a.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatalf("flock: %v", err)
+		}
+		if err := unix.Flock(int(b.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+			t.Errorf("second flock: %v, want EWOULDBLOCK", err)
+		}
+		unix.Flock(int(a.Fd()), unix.LOCK_UN)
+		w, err := os.OpenFile(filepath.Join(mnt, "locked"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 10}
+		if err := unix.FcntlFlock(w.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+			t.Fatalf("fcntl lock: %v", err)
+		}
+		w2, _ := os.OpenFile(filepath.Join(mnt, "locked"), os.O_RDWR, 0)
+		defer w2.Close()
+		lk2 := unix.Flock_t{Type: unix.F_WRLCK, Start: 0, Len: 10}
+		if err := unix.FcntlFlock(w2.Fd(), unix.F_OFD_SETLK, &lk2); err == nil {
+			t.Errorf("conflicting OFD lock granted")
+		}
+	})
+	t.Run("sparse files and fallocate", func(t *testing.T) {
+		p := filepath.Join(mnt, "sparse")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fd := int(f.Fd())
+		if _, err := unix.Pwrite(fd, []byte("data"), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := unix.Seek(fd, 0, unix.SEEK_DATA); err != nil || off != 1<<20 {
+			t.Errorf("SEEK_DATA: %d %v", off, err)
+		}
+		if off, err := unix.Seek(fd, 0, unix.SEEK_HOLE); err != nil || off != 0 {
+			t.Errorf("SEEK_HOLE: %d %v", off, err)
+		}
+		if err := unix.Fallocate(fd, 0, 0, 4096); err != nil {
+			t.Errorf("fallocate: %v", err)
+		}
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
+			t.Errorf("punch hole: %v", err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Errorf("fsync: %v", err)
+		}
+	})
+	t.Run("special files", func(t *testing.T) {
+		if err := unix.Mkfifo(filepath.Join(mnt, "fifo"), 0o644); err != nil {
+			t.Errorf("mkfifo: %v", err)
+		}
+		if err := unix.Mknod(filepath.Join(mnt, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+			t.Errorf("mknod: %v", err)
+		}
+		var st unix.Stat_t
+		unix.Lstat(filepath.Join(mnt, "null"), &st)
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
+			t.Errorf("device node: mode %o rdev %d:%d", st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+		l, err := net.Listen("unix", filepath.Join(mnt, "sock"))
+		if err != nil {
+			t.Errorf("unix socket: %v", err)
+		} else {
+			l.Close()
+		}
+	})
+	t.Run("name and path limits", func(t *testing.T) {
+		long := strings.Repeat("n", 255)
+		if err := os.WriteFile(filepath.Join(mnt, long), []byte("x"), 0o644); err != nil {
+			t.Errorf("255-byte name: %v", err)
+		}
+		err := os.WriteFile(filepath.Join(mnt, long+"x"), []byte("x"), 0o644)
+		if !errors.Is(err, syscall.ENAMETOOLONG) {
+			t.Errorf("256-byte name: %v", err)
+		}
+		// a path close to PATH_MAX below the mount point, built with
+		// relative steps so that the test itself stays under the limit
+		dfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		comp := strings.Repeat("d", 200)
+		depth := (unix.PathMax - len(mnt) - 300) / (len(comp) + 1)
+		for i := 0; i < depth; i++ {
+			if err := unix.Mkdirat(dfd, comp, 0o755); err != nil {
+				t.Fatalf("mkdir at depth %d: %v", i, err)
+			}
+			nfd, err := unix.Openat(dfd, comp, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(dfd)
+			dfd = nfd
+		}
+		defer unix.Close(dfd)
+		fd, err := unix.Openat(dfd, "leaf", unix.O_CREAT|unix.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatalf("file at depth %d: %v", depth, err)
+		}
+		unix.Close(fd)
+		full := mnt + strings.Repeat("/"+comp, depth) + "/leaf"
+		if _, err := os.Stat(full); err != nil {
+			t.Errorf("stat of a %d-byte path: %v", len(full), err)
+		}
+	})
+}
