@@ -135,3 +135,34 @@ func TestRootfsFeatures(t *testing.T) {
 		}
 	})
 }
+
+func TestLayerXattr(t *testing.T) {
+	mnt, _, _ := mountUnion(t, func(l []string) {
+		os.WriteFile(filepath.Join(l[0], "top"), []byte("x"), 0o644)
+		os.WriteFile(filepath.Join(l[1], "bottom"), []byte("x"), 0o644)
+		os.MkdirAll(filepath.Join(l[1], "dir"), 0o755)
+	}, 2, Config{LayerInfo: []string{"layer 2 sha256:aaa", "layer 1 sha256:bbb"}})
+	get := func(p string) string {
+		buf := make([]byte, 256)
+		n, err := unix.Lgetxattr(filepath.Join(mnt, p), LayerXattr, buf)
+		if err != nil {
+			t.Fatalf("getxattr %s: %v", p, err)
+		}
+		return string(buf[:n])
+	}
+	if v := get("top"); v != "layer 2 sha256:aaa" {
+		t.Errorf("top: %q", v)
+	}
+	if v := get("bottom"); v != "layer 1 sha256:bbb" {
+		t.Errorf("bottom: %q", v)
+	}
+	os.WriteFile(filepath.Join(mnt, "bottom"), []byte("y"), 0o644)
+	if v := get("bottom"); !strings.HasPrefix(v, "upper") {
+		t.Errorf("copied-up bottom: %q", v)
+	}
+	buf := make([]byte, 4096)
+	n, _ := unix.Llistxattr(filepath.Join(mnt, "top"), buf)
+	if strings.Contains(string(buf[:n]), LayerXattr) {
+		t.Errorf("%s is listed", LayerXattr)
+	}
+}

@@ -509,6 +509,24 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
+// describeLayer is the user.strata.layer value for layer l.
+func (u *unionFS) describeLayer(l *layer) string {
+	if l == nil {
+		return ""
+	}
+	if l.upper {
+		return "upper: " + l.path
+	}
+	i := l.index
+	if u.upper != nil {
+		i--
+	}
+	if i < len(u.cfg.LayerInfo) && u.cfg.LayerInfo[i] != "" {
+		return u.cfg.LayerInfo[i]
+	}
+	return "lower " + strconv.Itoa(i) + ": " + l.path
+}
+
 // isPrivateXattr: the overlay's own bookkeeping is never shown.
 func (u *unionFS) isPrivateXattr(name string) bool {
 	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
@@ -518,9 +536,19 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if n.u.isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	fd, name, _, errno := n.at()
+	fd, name, l, errno := n.at()
 	if errno != 0 {
 		return 0, errno
+	}
+	if attr == LayerXattr {
+		v := n.u.describeLayer(l)
+		if len(dest) == 0 {
+			return uint32(len(v)), 0
+		}
+		if len(v) > len(dest) {
+			return uint32(len(v)), syscall.ERANGE
+		}
+		return uint32(copy(dest, v)), 0
 	}
 	sz, err := getxattrAt(fd, name, attr, dest)
 	if err != nil {

@@ -45,7 +45,14 @@ type Config struct {
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// NoPassthrough disables FUSE passthrough even where the kernel offers it.
 	NoPassthrough bool
+	// LayerInfo describes each lower (same order as Lowers) for the
+	// user.strata.layer xattr; empty means "lower N: PATH".
+	LayerInfo []string
 }
+
+// LayerXattr is readable on every entry of a mount and names the layer that
+// provides it. It is never listed, so cp -a and tar do not copy it.
+const LayerXattr = "user.strata.layer"
 
 type layer struct {
 	index int // 0 is the upper when writable; lowers follow top-down

@@ -60,7 +60,7 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := strfs.Config{Lowers: store.LowerDirs(img), Log: g.log, Rootless: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
+	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, Rootless: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
 	if !mountFlags.readOnly {
 		if mountFlags.upper != "" {
 			up, err := filepath.Abs(mountFlags.upper)
@@ -105,4 +105,20 @@ func runMount(g *globals, args []string) error {
 				g.log.Warn(err)
 			}
 		})
+}
+
+// layerInfo describes the image's layers top-down, for user.strata.layer:
+// "layer N/M sha256:... created_by".
+func layerInfo(img *layerstore.Image) []string {
+	n := len(img.Layers)
+	out := make([]string, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		l := img.Layers[i]
+		s := fmt.Sprintf("layer %d/%d %s", i+1, n, l.DiffID)
+		if l.CreatedBy != "" {
+			s += " " + l.CreatedBy
+		}
+		out = append(out, s)
+	}
+	return out
 }
