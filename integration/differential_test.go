@@ -1829,8 +1829,8 @@ func TestDifferentialRandom(t *testing.T) {
 			}
 			t.Logf("the script up to the failure:\n%s", scriptText(steps[:upto]))
 			if os.Getenv("STRATA_DIFF_SHRINK") != "" {
-				short := shrinkScript(t, st, steps[:upto])
-				t.Logf("seed %d, shrunk to %d steps:\n%s", seed, len(short), scriptText(short))
+				short, why := shrinkScript(t, st, steps[:upto])
+				t.Logf("seed %d, shrunk to %d steps:\n%s%s", seed, len(short), scriptText(short), strings.Join(why, "\n"))
 			}
 		})
 	}
@@ -1855,13 +1855,43 @@ func failingStep(problem string) int {
 	return -1
 }
 
-// shrinkScript removes steps from a failing script while it keeps failing
-// (chunks first, then single steps): a short reproduction for a bug report.
-func shrinkScript(t *testing.T, st lowerStack, steps []step) []step {
-	t.Helper()
-	fails := func(s []step) bool {
-		return len(runScript(t, st, s, scriptOptions{compareEvery: 1, stopAtFirst: true})) > 0
+// problemSignature is what must stay the same while a failing script is
+// shrunk: the disagreeing step without its number, or the kind of tree and
+// the first path whose line differs.
+func problemSignature(problem string) string {
+	if i := failingStep(problem); i >= 0 && strings.HasPrefix(problem, "step ") {
+		return strings.TrimPrefix(problem, fmt.Sprintf("step %d ", i))
 	}
+	kind, rest, _ := strings.Cut(problem, "\n")
+	if _, after, ok := strings.Cut(kind, ": "); ok {
+		kind = after
+	}
+	if f := strings.Fields(rest); len(f) > 1 {
+		kind += " " + f[1]
+	}
+	return kind
+}
+
+// shrinkScript removes steps from a failing script while it keeps failing
+// the same way (chunks first, then single steps): a short reproduction for a
+// bug report.
+func shrinkScript(t *testing.T, st lowerStack, steps []step) ([]step, []string) {
+	t.Helper()
+	var last []string
+	want := ""
+	fails := func(s []step) bool {
+		probs := runScript(t, st, s, scriptOptions{compareEvery: 1, stopAtFirst: true})
+		if len(probs) == 0 || (want != "" && problemSignature(probs[0]) != want) {
+			return false
+		}
+		last = probs
+		return true
+	}
+	if !fails(steps) {
+		t.Logf("shrinking: the script does not fail when run again")
+		return steps, nil
+	}
+	want = problemSignature(last[0])
 	deadline := time.Now().Add(5 * time.Minute)
 	cur := steps
 	for chunk := len(cur) / 2; chunk >= 1 && time.Now().Before(deadline); chunk /= 2 {
@@ -1874,5 +1904,6 @@ func shrinkScript(t *testing.T, st lowerStack, steps []step) []step {
 			}
 		}
 	}
-	return cur
+	fails(cur)
+	return cur, last
 }
