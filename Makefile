@@ -66,13 +66,16 @@ bench-%:
 demo: build
 	./scripts/demo.sh
 
+# Every check runs; the target fails if any did.
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
-	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) vet -tags integration ./integration/...
-	$(STATICCHECK) ./...
-	$(STATICCHECK) -tags integration ./integration/...
+	@rc=0; \
+	out=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt -l: needs formatting:"; echo "$$out"; rc=1; fi; \
+	echo "go vet ./..."; $(GO) vet ./... || rc=1; \
+	echo "go vet -tags integration ./integration/..."; $(GO) vet -tags integration ./integration/... || rc=1; \
+	echo "staticcheck $(STATICCHECK_VERSION) ./..."; $(STATICCHECK) ./... || rc=1; \
+	echo "staticcheck -tags integration ./integration/..."; $(STATICCHECK) -tags integration ./integration/... || rc=1; \
+	if [ $$rc = 0 ]; then echo "lint: clean"; else echo "lint: FAILED"; fi; exit $$rc
 
 # Each Fuzz* function runs alone (go test -fuzz accepts one target per run).
 fuzz:
