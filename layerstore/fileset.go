@@ -162,7 +162,7 @@ func (t *tarSet) open(name string) (io.ReadCloser, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	if e.typ != tar.TypeReg && e.typ != tar.TypeRegA {
+	if e.typ != tar.TypeReg {
 		return nil, 0, fmt.Errorf("%s: not a regular file", name)
 	}
 	return io.NopCloser(io.NewSectionReader(t.f, e.off, e.size)), e.size, nil
