@@ -16,6 +16,10 @@ SHELL := /bin/bash
 
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
+# No VCS stamping: under sudo, git refuses a clone owned by another user.
+ifeq ($(GOFLAGS),)
+export GOFLAGS := -buildvcs=false
+endif
 
 # ../shared holds DESIGN.md and the fixture generators; it sits beside the clone.
 SHARED ?= $(abspath $(firstword $(wildcard ../shared /work/shared)))
