@@ -39,9 +39,14 @@ func init() {
 	})
 }
 
+// isTerminal reports whether f is a terminal with a width (bars need one;
+// a pty without a size, as under script(1), gets log lines).
 func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return false
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	return err == nil && ws.Col > 0
 }
 
 func runImport(g *globals, args []string) error {
