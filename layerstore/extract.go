@@ -591,6 +591,11 @@ func (x *extractor) setXattrsPath(dirfd int, base, name string, hdr *tar.Header)
 	}
 	for _, kv := range xs {
 		if err := unix.Lsetxattr(p, kv[0], []byte(kv[1]), 0); err != nil {
+			if errors.Is(err, unix.EPERM) && strings.HasPrefix(kv[0], "user.") {
+				// The kernel allows user.* only on regular files and directories.
+				x.warn("layer entry %q: xattr %s skipped (%v)", name, kv[0], err)
+				continue
+			}
 			if err := x.xattrErr(name, kv[0], err); err != nil {
 				return err
 			}

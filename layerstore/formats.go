@@ -1,11 +1,18 @@
 package layerstore
 
 import (
+	"bufio"
+	"hash"
+	"path/filepath"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"runtime"
@@ -53,37 +60,40 @@ func (s *source) warnf(format string, args ...any) {
 }
 
 // openSource detects the format of a file or directory and parses its
-// image metadata (no layer is read yet).
-func openSource(p string) (*source, error) {
-	st, err := os.Stat(p)
-	if err != nil {
-		return nil, err
-	}
+// image metadata (no layer is read yet). p may be "-" for stdin. A tar that
+// cannot be read with random access (a pipe) or that is compressed (docker
+// save | gzip) is first copied, decompressed, into an unlinked file in tmpDir.
+func openSource(p, tmpDir string, o extractOptions) (*source, error) {
 	var set fileSet
-	if st.IsDir() {
-		ds, err := openDirSet(p)
-		if err != nil {
-			return nil, err
-		}
-		set = ds
+	var f *os.File
+	if p == "-" {
+		f = os.Stdin
 	} else {
-		f, err := os.Open(p)
+		st, err := os.Stat(p)
 		if err != nil {
 			return nil, err
 		}
-		var magic [4]byte
-		n, _ := io.ReadFull(f, magic[:])
-		if c := detectCompression(magic[:n]); c != "none" {
-			f.Close()
-			return nil, fmt.Errorf("%s: archive is %s-compressed; decompress it first: %w", p, c, ErrUnknownFormat)
+		if st.IsDir() {
+			ds, err := openDirSet(p)
+			if err != nil {
+				return nil, err
+			}
+			set = ds
+		} else if f, err = os.Open(p); err != nil {
+			return nil, err
 		}
-		ts, err := openTarSet(f)
+	}
+	if f != nil {
+		ts, err := openArchiveFile(f, p, tmpDir, o)
 		if err != nil {
-			f.Close()
+			if f != os.Stdin {
+				f.Close()
+			}
 			return nil, err
 		}
 		set = ts
 	}
+	var err error
 	src := &source{set: set}
 	switch {
 	case set.exists("index.json") || set.exists("oci-layout"):
@@ -109,6 +119,62 @@ func openSource(p string) (*source, error) {
 }
 
 func (s *source) Close() error { return s.set.Close() }
+
+// openArchiveFile indexes an archive file, spooling it first when it is
+// compressed or not seekable.
+func openArchiveFile(f *os.File, p, tmpDir string, o extractOptions) (*tarSet, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	magic, _ := br.Peek(4)
+	comp := detectCompression(magic)
+	if comp == "none" && st.Mode().IsRegular() {
+		return openTarSet(f)
+	}
+	in := &hashReader{r: br, h: nopHash{}}
+	var r io.Reader = in
+	switch comp {
+	case "gzip":
+		gz, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", p, ErrUnknownFormat, err)
+		}
+		defer gz.Close()
+		r = &ratioReader{r: corruptReader{gz, comp}, in: in, maxRatio: o.maxRatio, floor: o.floor}
+	case "zstd":
+		zr, err := zstd.NewReader(in, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256<<20))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", p, ErrUnknownFormat, err)
+		}
+		defer zr.Close()
+		r = &ratioReader{r: corruptReader{zr, comp}, in: in, maxRatio: o.maxRatio, floor: o.floor}
+	}
+	fd, err := unix.Open(tmpDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spooling %s: %w", p, err)
+	}
+	tmp := os.NewFile(uintptr(fd), filepath.Join(tmpDir, "spool"))
+	if _, err := io.Copy(tmp, r); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("reading %s: %w", p, classify(err))
+	}
+	if f != os.Stdin {
+		f.Close()
+	}
+	ts, err := openTarSet(tmp)
+	if err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	return ts, nil
+}
+
+// nopHash counts nothing; hashReader is reused only for its byte count.
+type nopHash struct{ hash.Hash }
+
+func (nopHash) Write(p []byte) (int, error) { return len(p), nil }
 
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)

@@ -107,7 +107,16 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) (*I
 		}
 		extraTag = &pr
 	}
-	src, err := openSource(path)
+	st, err := s.newStaging("import")
+	if err != nil {
+		return fail(err)
+	}
+	defer st.Close()
+	maxRatio := opts.MaxRatio
+	if maxRatio < 0 {
+		maxRatio = 0
+	}
+	src, err := openSource(path, st.dir, extractOptions{maxRatio: maxRatio, floor: opts.RatioFloor})
 	if err != nil {
 		return fail(err)
 	}
@@ -120,12 +129,6 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) (*I
 		log.Warn(w)
 		res.Warnings = append(res.Warnings, w)
 	}
-
-	st, err := s.newStaging("import")
-	if err != nil {
-		return fail(err)
-	}
-	defer st.Close()
 
 	// Plan: one job per distinct layer.
 	var jobs []*layerJob

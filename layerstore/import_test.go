@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func baseLayers(t testing.TB) [][]byte {
@@ -48,6 +50,17 @@ func TestImportFormats(t *testing.T) {
 		{"docker-archive", func(t *testing.T) string { return writeTemp(t, dockerArchive(t, false, plain)) }, "docker-archive", "example.com/test/img:v1"},
 		{"docker-archive gzip layers", func(t *testing.T) string { return writeTemp(t, dockerArchive(t, false, gz)) }, "docker-archive", "example.com/test/img:v1"},
 		{"docker-archive legacy files, symlinked layer.tar", func(t *testing.T) string { return writeTemp(t, dockerArchive(t, true, plain)) }, "docker-archive", "example.com/test/img:v1"},
+		{"docker-archive, whole archive gzipped", func(t *testing.T) string { return writeTemp(t, gzipBytes(t, dockerArchive(t, false, plain))) }, "docker-archive", "example.com/test/img:v1"},
+		{"docker-archive, whole archive zstd", func(t *testing.T) string { return writeTemp(t, zstdBytes(t, dockerArchive(t, false, plain))) }, "docker-archive", "example.com/test/img:v1"},
+		{"docker-archive through a fifo", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "fifo")
+			if err := unix.Mkfifo(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			b := dockerArchive(t, false, plain)
+			go func() { os.WriteFile(p, b, 0o600) }()
+			return p
+		}, "docker-archive", "example.com/test/img:v1"},
 		{"oci dir gzip", func(t *testing.T) string { d := t.TempDir(); ociLayout(t, d, "", false, gz); return d }, "oci", ""},
 		{"oci dir zstd+gzip", func(t *testing.T) string { d := t.TempDir(); ociLayout(t, d, "", false, zs); return d }, "oci", ""},
 		{"oci dir plain", func(t *testing.T) string { d := t.TempDir(); ociLayout(t, d, "", false, plain); return d }, "oci", ""},
@@ -213,5 +226,35 @@ func TestImportTagOption(t *testing.T) {
 	}
 	if _, err := s.Import(context.Background(), d, ImportOptions{Tag: "x:bad:tag"}); !errors.Is(err, ErrInvalidReference) {
 		t.Errorf("bad --tag: %v", err)
+	}
+}
+
+func TestImportStdin(t *testing.T) {
+	s := newStore(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := gzipBytes(t, dockerArchive(t, false, testImage{layers: baseLayers(t), tags: []string{"stdin:1"}}))
+	go func() { w.Write(b); w.Close() }()
+	old := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = old }()
+	res := importOK(t, s, "-", ImportOptions{})
+	if len(res.Images) != 1 || res.Images[0].RepoTags[0] != "stdin:1" {
+		t.Errorf("%+v", res.Images)
+	}
+	assertNoStaging(t, s)
+}
+
+func TestSymlinkUserXattrSkipped(t *testing.T) {
+	l := symlink("l", "target")
+	l.hdr.PAXRecords = map[string]string{"SCHILY.xattr.user.x": "1"}
+	root, err := extractBytes(t, mkTar(t, l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dumpTree(t, root); !slices.Equal(got, []string{". d 0755 0:0", "l l 0777 0:0 -> target"}) && isRoot() {
+		t.Errorf("%v", got)
 	}
 }

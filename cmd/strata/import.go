@@ -28,8 +28,8 @@ var importFlags struct {
 func init() {
 	register(&command{
 		name:    "import",
-		usage:   "import FILE|DIR [--tag NAME:TAG]",
-		summary: "import a docker-archive, OCI layout (dir or tar) or legacy v1 image",
+		usage:   "import FILE|DIR|- [--tag NAME:TAG]",
+		summary: "import a docker-archive, OCI layout (dir or tar) or legacy v1 image (tar may be gzip/zstd; - is stdin)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&importFlags.tag, "tag", "", "also tag the image NAME[:TAG] (archive must hold one image)")
 			fs.IntVar(&importFlags.parallel, "parallel", 0, "layers extracted at once (default 3)")
