@@ -53,7 +53,9 @@ test:
 test-unit:
 	$(GO) test -count=1 ./...
 
-test-integration: fixtures
+test-integration:
+	@if [ "$$(id -u)" = 0 ]; then ./scripts/fixtures.sh $(FIXTURES); \
+	else echo "test-integration: not root, fixtures not built; the integration tests will skip"; fi
 	$(GO) test -tags integration -v -count=1 -timeout $(INTEGRATION_TIMEOUT) \
 		-run '$(INTEGRATION_RUN)' ./integration/...
 
