@@ -246,11 +246,7 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 		if hdr.Typeflag != tar.TypeDir {
 			return unsafePath(hdr.Name, "the layer root must be a directory")
 		}
-		x.dirs[""] = dirMeta{mode: tarMode(hdr), atime: atime(hdr), mtime: hdr.ModTime}
-		if err := x.chown(x.root, "", hdr, true); err != nil {
-			return err
-		}
-		return x.setXattrsPath(x.root, "", name, hdr)
+		return x.dir(x.root, "", ".", hdr, true)
 	}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")
@@ -383,10 +379,16 @@ func (x *extractor) dir(pfd int, name, base string, hdr *tar.Header, exists bool
 			return fmt.Errorf("%q: mkdir: %w", name, err)
 		}
 	}
-	if err := x.chown(pfd, base, hdr, false); err != nil {
+	// Owner and xattrs through a real fd of the directory (never a path).
+	fd, err := openat2(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("%q: open: %w", name, err)
+	}
+	defer unix.Close(fd)
+	if err := x.chown(fd, "", hdr, true); err != nil {
 		return err
 	}
-	if err := x.setXattrsPath(pfd, base, name, hdr); err != nil {
+	if err := x.setXattrsFD(fd, name, hdr); err != nil {
 		return err
 	}
 	x.dirs[name] = dirMeta{mode: tarMode(hdr), atime: atime(hdr), mtime: hdr.ModTime}
@@ -585,10 +587,7 @@ func (x *extractor) setXattrsPath(dirfd int, base, name string, hdr *tar.Header)
 	if len(xs) == 0 {
 		return nil
 	}
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
-	if base != "" {
-		p += "/" + base
-	}
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + base
 	for _, kv := range xs {
 		if err := unix.Lsetxattr(p, kv[0], []byte(kv[1]), 0); err != nil {
 			if errors.Is(err, unix.EPERM) && strings.HasPrefix(kv[0], "user.") {

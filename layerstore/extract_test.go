@@ -71,14 +71,15 @@ func TestExtractTree(t *testing.T) {
 		file("/abs/file", "abs", 0o644), // leading / dropped, implied parent
 		file("./dot", "dot", 0o644),
 		file("implied/deep/f", "f", 0o644),
-		dir(".", 0o711),
+		withX(dir(".", 0o711), "user.root", "r"),
+		withX(dir("xd", 0o755), "user.d", "v"),
 	)
 	root, err := extractBytes(t, layer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
-		". d 0711 0:0",
+		`. d 0711 0:0 user.root="r"`,
 		"abs d 0755 0:0",
 		"abs/file f 0644 0:0 size=3 nlink=1",
 		"d d 0750 0:0",
@@ -104,6 +105,7 @@ func TestExtractTree(t *testing.T) {
 		"r/c f 0644 0:0 size=1 nlink=1",
 		"sgid d 2775 0:0",
 		"sticky d 1777 0:0",
+		`xd d 0755 0:0 user.d="v"`,
 	}
 	// Nanosecond times, and a directory's mtime survives its contents
 	// (checked before any listing updates a directory's atime).
