@@ -36,6 +36,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 	dirs := d.dirs
 	d.mu.Unlock()
 
+	raw := d.u.cfg.Raw
 	seen := map[string]bool{}
 	var out []mergedEntry
 	for _, dl := range dirs {
@@ -46,7 +47,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 		var hidden []string
 		opaqueMarker := false
 		for _, e := range ents {
-			if strings.HasPrefix(e.name, ".wh.") {
+			if strings.HasPrefix(e.name, ".wh.") && !raw {
 				if e.name == ".wh..wh..opq" {
 					opaqueMarker = true
 				} else if !strings.HasPrefix(e.name, ".wh..wh.") {
@@ -63,7 +64,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 				if err := lstatAt(dl.fd, e.name, &st); err != nil {
 					continue
 				}
-				if isWhiteout(&st) {
+				if isWhiteout(&st) && !raw {
 					seen[e.name] = true
 					continue
 				}

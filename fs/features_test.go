@@ -166,3 +166,36 @@ func TestLayerXattr(t *testing.T) {
 		t.Errorf("%s is listed", LayerXattr)
 	}
 }
+
+func TestRawLayerShowsWhiteouts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	l := t.TempDir()
+	unix.Mknod(filepath.Join(l, "gone"), unix.S_IFCHR, 0)
+	os.WriteFile(filepath.Join(l, ".wh.old"), nil, 0o644)
+	os.Mkdir(filepath.Join(l, "opq"), 0o755)
+	unix.Setxattr(filepath.Join(l, "opq"), "trusted.overlay.opaque", []byte("y"), 0)
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, Config{Lowers: []string{l}, Raw: true}, MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	ents, _ := os.ReadDir(mnt)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != ".wh.old,gone,opq" {
+		t.Errorf("raw listing %v", names)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(mnt, "gone"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		t.Errorf("whiteout shown as %o %v", st.Mode, err)
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Lgetxattr(filepath.Join(mnt, "opq"), "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("opaque xattr: %q %v", buf[:n], err)
+	}
+}

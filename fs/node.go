@@ -209,6 +209,9 @@ func (r *resolved) closeDirs() {
 }
 
 func (u *unionFS) isOpaque(fd int) bool {
+	if u.cfg.Raw {
+		return false
+	}
 	var b [4]byte
 	for _, a := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
 		if sz, err := unix.Fgetxattr(fd, a, b[:]); err == nil && sz == 1 && b[0] == 'y' {
@@ -231,7 +234,8 @@ func whitedOut(fd int, name string) bool {
 
 // resolve looks name up in directory d, top-down.
 func (d *node) resolve(name string) (*resolved, syscall.Errno) {
-	if strings.HasPrefix(name, ".wh.") {
+	raw := d.u.cfg.Raw
+	if strings.HasPrefix(name, ".wh.") && !raw {
 		return nil, syscall.ENOENT
 	}
 	if len(name) > 255 {
@@ -246,7 +250,7 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		var st unix.Stat_t
 		err := lstatAt(dl.fd, name, &st)
 		if err == unix.ENOENT {
-			if whitedOut(dl.fd, name) {
+			if !raw && whitedOut(dl.fd, name) {
 				break
 			}
 			continue
@@ -255,7 +259,7 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 			r.closeDirs()
 			return nil, toErrno(err)
 		}
-		if isWhiteout(&st) {
+		if isWhiteout(&st) && !raw {
 			break
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -529,6 +533,9 @@ func (u *unionFS) describeLayer(l *layer) string {
 
 // isPrivateXattr: the overlay's own bookkeeping is never shown.
 func (u *unionFS) isPrivateXattr(name string) bool {
+	if u.cfg.Raw {
+		return false
+	}
 	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
 }
 

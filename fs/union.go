@@ -45,6 +45,10 @@ type Config struct {
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// NoPassthrough disables FUSE passthrough even where the kernel offers it.
 	NoPassthrough bool
+	// Raw serves a single lower layer as it is on disk: whiteouts show as
+	// the 0/0 devices they are, .wh. markers and overlay xattrs are visible,
+	// nothing is hidden (for looking at one layer's own diff).
+	Raw bool
 	// LayerInfo describes each lower (same order as Lowers) for the
 	// user.strata.layer xattr; empty means "lower N: PATH".
 	LayerInfo []string
@@ -98,6 +102,9 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 	}
 	if len(cfg.Lowers) == 0 && cfg.Upper == "" {
 		return nil, fmt.Errorf("no layers: need at least one lowerdir or an upperdir")
+	}
+	if cfg.Raw && (len(cfg.Lowers) != 1 || cfg.Upper != "") {
+		return nil, fmt.Errorf("a raw mount takes exactly one lower layer and no upper")
 	}
 	if (cfg.Upper == "") != (cfg.Work == "") {
 		return nil, fmt.Errorf("upperdir and workdir go together")

@@ -19,12 +19,14 @@ var mountFlags struct {
 	foreground bool
 	dev, suid  bool
 	noPT       bool
+	atLayer    int
+	layer      int
 }
 
 func init() {
 	register(&command{
 		name:    "mount",
-		usage:   "mount REF DIR [--upper DIR] [--read-only] [-f] [--dev] [--suid]",
+		usage:   "mount REF DIR [--upper DIR] [--read-only] [--at-layer N | --layer N] [-f] [--dev] [--suid]",
 		summary: "mount an image with a writable layer (background by default)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&mountFlags.upper, "upper", "", "writable layer directory (default: one kept in the store for this image and mount point)")
@@ -32,6 +34,8 @@ func init() {
 			fs.BoolVarP(&mountFlags.foreground, "foreground", "f", false, "stay in the foreground")
 			fs.BoolVar(&mountFlags.dev, "dev", false, "allow device nodes (FUSE mounts are nodev otherwise)")
 			fs.BoolVar(&mountFlags.suid, "suid", false, "honour setuid/setgid bits (nosuid otherwise)")
+			fs.IntVar(&mountFlags.atLayer, "at-layer", 0, "mount the image as it stood after its Nth layer (1 = bottom), read-only")
+			fs.IntVar(&mountFlags.layer, "layer", 0, "mount only layer N's own diff (1 = bottom), whiteouts shown as such, read-only")
 			fs.BoolVar(&mountFlags.noPT, "no-passthrough", false, "serve file data from the daemon instead of FUSE passthrough")
 		},
 		run: runMount,
@@ -61,6 +65,25 @@ func runMount(g *globals, args []string) error {
 		return err
 	}
 	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, Rootless: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
+	nl := len(img.Layers)
+	switch {
+	case mountFlags.atLayer != 0 && mountFlags.layer != 0:
+		return usageError{"--at-layer and --layer exclude each other"}
+	case mountFlags.atLayer != 0:
+		if mountFlags.atLayer < 1 || mountFlags.atLayer > nl {
+			return usageError{fmt.Sprintf("--at-layer %d: the image has layers 1 to %d", mountFlags.atLayer, nl)}
+		}
+		// lowers are top-first: drop the layers above N
+		cfg.Lowers, cfg.LayerInfo = cfg.Lowers[nl-mountFlags.atLayer:], cfg.LayerInfo[nl-mountFlags.atLayer:]
+		mountFlags.readOnly = true
+	case mountFlags.layer != 0:
+		if mountFlags.layer < 1 || mountFlags.layer > nl {
+			return usageError{fmt.Sprintf("--layer %d: the image has layers 1 to %d", mountFlags.layer, nl)}
+		}
+		i := nl - mountFlags.layer
+		cfg.Lowers, cfg.LayerInfo, cfg.Raw = cfg.Lowers[i:i+1], cfg.LayerInfo[i:i+1], true
+		mountFlags.readOnly = true
+	}
 	if !mountFlags.readOnly {
 		if mountFlags.upper != "" {
 			up, err := filepath.Abs(mountFlags.upper)
