@@ -300,6 +300,13 @@ func (s *Store) commit(st *staging, src *source, byKey map[string]*layerJob, job
 		return err
 	}
 	defer unlock()
+	// Layers planned as already stored must still be there: a gc may
+	// have run between planning and now.
+	for _, j := range byKey {
+		if j.res == nil && !s.hasLayer(j.src.diffID) {
+			return fmt.Errorf("layer %s was removed by a concurrent gc; import again", j.src.diffID)
+		}
+	}
 	layersDir := filepath.Join(s.root, "layers", "sha256")
 	for _, j := range jobs {
 		r := j.res

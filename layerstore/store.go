@@ -39,14 +39,13 @@ type Image struct {
 
 // LayerInfo describes one layer of an image.
 type LayerInfo struct {
-	DiffID     string // sha256:<hex> of the uncompressed tar
-	Digest     string // sha256:<hex> of the blob the image's manifest names, "" when unknown
-	Dir        string // absolute path of the extracted tree (kernel overlay format)
-	Size       int64  // bytes of the uncompressed tar
-	CreatedBy  string
-	Created    time.Time
-	Comment    string
-	EmptyLayer bool `json:",omitempty"`
+	DiffID    string // sha256:<hex> of the uncompressed tar
+	Digest    string // sha256:<hex> of the blob the image's manifest names, "" when unknown
+	Dir       string // absolute path of the extracted tree (kernel overlay format)
+	Size      int64  // bytes of the uncompressed tar
+	CreatedBy string
+	Created   time.Time
+	Comment   string
 }
 
 // layerMeta is layers/sha256/<hex>/layer.json.
