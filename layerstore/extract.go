@@ -239,7 +239,12 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if hdr.Typeflag == tar.TypeXGlobalHeader || hdr.Typeflag == tar.TypeXHeader || hdr.Typeflag == tar.TypeGNULongName || hdr.Typeflag == tar.TypeGNULongLink {
+	switch hdr.Typeflag {
+	case tar.TypeDir, tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		// Headers archive/tar does not consume itself, vendor types:
+		// skipped before they can replace anything.
+		x.warn("layer entry %q: tar type %q ignored", name, string(hdr.Typeflag))
 		return nil
 	}
 	if name == "" {
@@ -338,10 +343,8 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 		return x.hardlink(pfd, name, base, hdr)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return x.special(pfd, name, base, hdr)
-	default:
-		x.warn("layer entry %q: tar type %q ignored", name, string(hdr.Typeflag))
-		return nil
 	}
+	return nil
 }
 
 // dropCacheUnder forgets the cached parent fd if it is p or below p.
