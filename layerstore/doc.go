@@ -30,6 +30,27 @@
 // is stored once whatever the compression of the blob that carried it, and an
 // import finds already-stored layers before reading any blob.
 //
+// # Input
+//
+// Import detects the format itself: an OCI layout (index.json/oci-layout,
+// nested indexes followed, every image imported, names from
+// io.containerd.image.name or org.opencontainers.image.ref.name), a docker
+// save archive (manifest.json; the legacy json/VERSION/repositories files and
+// layer paths that are symlinks inside the tar are fine), or a legacy v1
+// archive (repositories + <id>/json parent chains + <id>/layer.tar; its config
+// is synthesised deterministically like docker's v1 migration). Each may be
+// a directory or a tar; a tar is indexed once and its blobs are read in place
+// (io.SectionReader), several at once. A tar that is gzip/zstd-compressed or
+// not seekable (stdin "-", a pipe) is first spooled, decompressed, into an
+// unlinked O_TMPFILE in the staging directory. Layer compression is decided
+// from the blob's first bytes (gzip, zstd or plain), never from the media type.
+//
+// Each layer blob is read once: the compressed bytes are hashed (blob
+// digest), decompressed, hashed again (diffID) and extracted in the same pass,
+// up to ImportOptions.Parallel layers at a time. A layer already in the store
+// is not read at all, unless the image names it by a blob digest the store
+// has not verified yet, in which case the blob is hashed without extracting.
+//
 // # Atomicity and concurrency
 //
 // An import extracts into its own staging directory under tmp/ without
@@ -55,6 +76,9 @@
 // symlinks, fifos and device nodes are kept. Xattrs in the overlay
 // namespaces (trusted.overlay.*, user.overlay.*) are dropped from layer
 // tars: a layer must not fake opaque dirs, redirects or metacopy.
+// Without root, owners are not applied (they stay in contents.jsonl), device
+// nodes and trusted.*/security.* xattrs are skipped with a warning, and the
+// opaque xattr is user.overlay.opaque.
 //
 // # Why our own extractor and not github.com/moby/go-archive
 //
