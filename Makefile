@@ -25,7 +25,7 @@ endif
 SHARED ?= $(abspath $(firstword $(wildcard ../shared /work/shared)))
 export STRATA_SHARED := $(SHARED)
 # Fixture cache: built once, reused while the generator scripts are unchanged.
-FIXTURES_DIR ?= /tmp/strata-fixtures
+FIXTURES_DIR ?= $(or $(STRATA_FIXTURES),/tmp/strata-fixtures)
 export STRATA_FIXTURES := $(FIXTURES_DIR)
 # Which fixture images `make fixtures` builds (busybox ~20 s; debian ~60 s).
 FIXTURES ?= busybox
