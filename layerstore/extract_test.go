@@ -250,6 +250,22 @@ func TestDigestMismatch(t *testing.T) {
 		}
 		assertStoreEmpty(t, s)
 	})
+	t.Run("oci blob corrupted in the middle", func(t *testing.T) {
+		s := newStore(t)
+		d := t.TempDir()
+		big := mkTar(t, file("a", strings.Repeat("abcdefgh", 4096), 0o644), file("b", strings.Repeat("12345678", 4096), 0o644))
+		im := testImage{layers: [][]byte{big}, comp: []string{"gzip"}}
+		ociLayout(t, d, "", false, im)
+		p := filepath.Join(d, "blobs", "sha256", digestOf(im.blob(t, 0))[7:])
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 0xff
+		os.WriteFile(p, b, 0o644)
+		_, err := s.Import(context.Background(), d, ImportOptions{})
+		if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), digestOf(b)) {
+			t.Errorf("error %v, want ErrDigestMismatch naming %s", err, digestOf(b))
+		}
+		assertStoreEmpty(t, s)
+	})
 	t.Run("oci config", func(t *testing.T) {
 		s := newStore(t)
 		d := t.TempDir()

@@ -174,17 +174,29 @@ func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOp
 	}
 	out := &hashReader{r: dr, h: sha256.New()}
 
+	// A corrupt blob usually shows up as a bad tar header or a bad
+	// compressed stream before the end; when the manifest names the blob's
+	// digest, the rest of the raw blob is hashed so that the error names
+	// the digest mismatch, the root cause.
+	blobErr := func(err error) error {
+		if src.digest != "" && ctx.Err() == nil {
+			if _, cerr := io.Copy(io.Discard, br); cerr == nil && in.digest() != src.digest {
+				return fmt.Errorf("layer %s: %w: blob is %s, manifest says %s (%v)", src.name, ErrDigestMismatch, in.digest(), src.digest, err)
+			}
+		}
+		return err
+	}
 	n := 0
 	var x *extractor
 	if dest != "" {
 		if x, n, err = extractTar(src, dest, out, o); err != nil {
-			return nil, err
+			return nil, blobErr(err)
 		}
 	}
 	// The rest of the tar (end blocks, padding) belongs to the diffID, the
 	// rest of the blob to its digest.
 	if _, err := io.Copy(io.Discard, out); err != nil {
-		return nil, fmt.Errorf("layer %s: %w", src.name, classify(err))
+		return nil, blobErr(fmt.Errorf("layer %s: %w", src.name, classify(err)))
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, fmt.Errorf("layer %s: %w", src.name, classify(err))
