@@ -1,6 +1,7 @@
 package layerstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -222,5 +223,42 @@ func TestContainerDirs(t *testing.T) {
 		if _, _, err := s.ContainerDirs(bad); err == nil {
 			t.Errorf("ContainerDirs(%q) accepted", bad)
 		}
+	}
+}
+
+// TestConcurrentImports runs imports of overlapping images at once: each
+// layer ends up stored once and every image is complete.
+func TestConcurrentImports(t *testing.T) {
+	s := newStore(t)
+	layers := baseLayers(t)
+	var paths []string
+	for i := 0; i < 4; i++ {
+		im := testImage{layers: append(slices.Clone(layers), mkTar(t, file(fmt.Sprint("own", i), "x", 0o644))), tags: []string{fmt.Sprintf("c%d:1", i)}, label: fmt.Sprint(i)}
+		paths = append(paths, writeTemp(t, dockerArchive(t, false, im)))
+	}
+	errs := make(chan error, len(paths))
+	for _, p := range paths {
+		go func() {
+			_, err := s.Import(context.Background(), p, ImportOptions{Parallel: 2})
+			errs <- err
+		}()
+	}
+	for range paths {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Root(), "layers", "sha256"))
+	if len(ents) != 6 {
+		t.Errorf("%d layers stored, want 6", len(ents))
+	}
+	for i := range paths {
+		img, err := s.Resolve(fmt.Sprintf("c%d:1", i))
+		if err != nil || len(img.Layers) != 3 {
+			t.Errorf("c%d: %v", i, err)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Root(), "tmp")); len(ents) != 0 {
+		t.Errorf("tmp not empty")
 	}
 }
