@@ -72,6 +72,9 @@ type node struct {
 	// must go through a fresh lookup.
 	openedLower bool
 	stale       bool
+	// lastSt is the object's last known stat, for fstat of an unlinked
+	// object the kernel opens without us (fifos, sockets, devices).
+	lastSt unix.Stat_t
 }
 
 var (
@@ -415,6 +418,11 @@ func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 // fillAttr converts a layer stat into what the mount shows for node ch.
 func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
+	if n, ok := ch.Operations().(*node); ok && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		n.mu.Lock()
+		n.lastSt = *st
+		n.mu.Unlock()
+	}
 	out.Ino = ch.StableAttr().Ino
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
@@ -476,7 +484,19 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return 0
 	}
 	if errno := n.statNode(&st); errno != 0 {
-		return errno
+		if _, p := n.Parent(); p != nil || n.isDir() || errno != syscall.ENOENT {
+			return errno
+		}
+		// Unlinked, yet still open (a fifo the kernel opened itself).
+		n.mu.Lock()
+		st = n.lastSt
+		n.mu.Unlock()
+		if st.Mode == 0 {
+			return errno
+		}
+		n.u.fillAttr(&out.Attr, &st, &n.Inode)
+		out.Nlink = 0
+		return 0
 	}
 	n.u.fillAttr(&out.Attr, &st, &n.Inode)
 	return 0
@@ -531,18 +551,42 @@ func (u *unionFS) describeLayer(l *layer) string {
 	return "lower " + strconv.Itoa(i) + ": " + l.path
 }
 
-// isPrivateXattr: the overlay's own bookkeeping is never shown.
+// isPrivateXattr reports whether an on-disk xattr is overlay bookkeeping,
+// never shown and never copied up. Names a user set under the overlay's own
+// prefix are stored escaped (trusted.overlay.overlay.X for
+// trusted.overlay.X), as the kernel's overlayfs does since 6.7, and are not
+// private.
 func (u *unionFS) isPrivateXattr(name string) bool {
 	if u.cfg.Raw {
+		return false
+	}
+	if strings.HasPrefix(name, u.xattrPrefix+"overlay.") {
 		return false
 	}
 	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
 }
 
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if n.u.isPrivateXattr(attr) {
-		return 0, syscall.ENODATA
+// diskXattr maps a name as the mount shows it to the name on disk.
+func (u *unionFS) diskXattr(name string) string {
+	if !u.cfg.Raw && strings.HasPrefix(name, u.xattrPrefix) {
+		return u.xattrPrefix + "overlay." + name[len(u.xattrPrefix):]
 	}
+	return name
+}
+
+// shownXattr maps an on-disk name to the name the mount shows; ok is false
+// for private names.
+func (u *unionFS) shownXattr(name string) (string, bool) {
+	if u.cfg.Raw {
+		return name, true
+	}
+	if strings.HasPrefix(name, u.xattrPrefix+"overlay.") {
+		return u.xattrPrefix + name[len(u.xattrPrefix)+len("overlay."):], true
+	}
+	return name, !u.isPrivateXattr(name)
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	fd, name, l, errno := n.at()
 	if errno != 0 {
 		return 0, errno
@@ -557,7 +601,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 		return uint32(copy(dest, v)), 0
 	}
-	sz, err := getxattrAt(fd, name, attr, dest)
+	disk := n.u.diskXattr(attr)
+	if n.u.isPrivateXattr(disk) {
+		return 0, syscall.ENODATA
+	}
+	sz, err := getxattrAt(fd, name, disk, dest)
 	if err != nil {
 		return uint32(sz), toErrno(err)
 	}
@@ -575,7 +623,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var buf []byte
 	for _, a := range names {
-		if n.u.isPrivateXattr(a) {
+		a, ok := n.u.shownXattr(a)
+		if !ok {
 			continue
 		}
 		buf = append(buf, a...)

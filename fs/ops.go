@@ -205,6 +205,15 @@ func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 			unix.Unlinkat(t.fd, name, unix.AT_REMOVEDIR)
 			return nil, toErrno(err)
 		}
+		if d.isMerged() {
+			// As the kernel's overlayfs: a new directory in a merged
+			// one is opaque, so a lower directory of the same name
+			// added later can never show through.
+			if err := u.setOpaque(t.fd, name); err != nil {
+				unix.Unlinkat(t.fd, name, unix.AT_REMOVEDIR)
+				return nil, toErrno(err)
+			}
+		}
 		d.finishCreate(t)
 		return d.newEntry(ctx, name, out)
 	}
@@ -431,6 +440,18 @@ func (n *node) prepareMove(ctx context.Context) syscall.Errno {
 	return toErrno(setxattrAt(fd, "", n.u.redirXattr, []byte(lp), 0))
 }
 
+// isMerged reports whether a directory has lower instances.
+func (n *node) isMerged() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, dl := range n.dirs {
+		if !dl.l.upper {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *node) isPureUpperDir() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -508,10 +529,10 @@ func (d *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		if err := unix.Renameat2(ofd, name, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
 			return toErrno(err)
 		}
-		if src.isDir() && src.isPureUpperDir() && np.existsBelow(newName) {
+		if src.isDir() && src.isPureUpperDir() && (np.isMerged() || np.existsBelow(newName)) {
 			u.setOpaque(nfd, newName)
 		}
-		if dst.isDir() && dst.isPureUpperDir() && d.existsBelow(name) {
+		if dst.isDir() && dst.isPureUpperDir() && (d.isMerged() || d.existsBelow(name)) {
 			u.setOpaque(ofd, name)
 		}
 		return 0
@@ -520,7 +541,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	var dst0 unix.Stat_t
 	dstUpper := lstatAt(nfd, newName, &dst0) == nil
 	dstWh := dstUpper && isWhiteout(&dst0)
-	if src.isDir() && src.isPureUpperDir() && (dstWh || np.existsBelow(newName)) {
+	if src.isDir() && src.isPureUpperDir() && (dstWh || np.isMerged() || np.existsBelow(newName)) {
 		// What the lower layers hold under the new name must stay
 		// hidden under the moved directory.
 		if err := u.setOpaque(ofd, name); err != nil {
@@ -704,9 +725,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if n.u.isPrivateXattr(attr) {
+	if attr == LayerXattr {
 		return syscall.EPERM
 	}
+	attr = n.u.diskXattr(attr)
 	if errno := n.prepareMeta(ctx, true); errno != 0 {
 		return errno
 	}
@@ -718,9 +740,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if n.u.isPrivateXattr(attr) {
-		return syscall.EPERM
-	}
+	attr = n.u.diskXattr(attr)
 	fd, name, _, errno := n.at()
 	if errno != 0 {
 		return errno
