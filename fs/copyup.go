@@ -129,9 +129,17 @@ func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st
 	return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// copyUp moves a lower non-directory into the upper layer; with withData
-// false a regular file arrives empty (the caller truncates it anyway).
+// copyUp moves a lower non-directory into the upper layer under its name;
+// with withData false a regular file arrives empty (the caller truncates it
+// anyway).
 func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
+	return n.copyUpAt(withData, true)
+}
+
+// copyUpAt copies n up. A hard-linked lower file goes to work/index (once
+// for all its names, which then share the copy); materialize also links it
+// at n's own name, as the kernel's overlayfs does with index=on.
+func (n *node) copyUpAt(withData, materialize bool) syscall.Errno {
 	u := n.u
 	if u.upper == nil {
 		return syscall.EROFS
@@ -139,19 +147,34 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	n.copyMuLock()
 	defer n.copyMuUnlock()
 	n.mu.Lock()
-	done := n.layer.upper
+	inUpper, key := n.layer.upper, n.indexKey
 	n.mu.Unlock()
-	if done {
+	if inUpper && (key == "" || !materialize) {
 		return 0
 	}
 	name, p := n.parentNode()
-	if p == nil {
+	if p == nil && materialize {
 		return syscall.ENOENT
 	}
-	if errno := p.ensureUpper(); errno != 0 {
-		return errno
+	var pfd int
+	if materialize {
+		if errno := p.ensureUpper(); errno != 0 {
+			return errno
+		}
+		pfd = p.upperFd()
 	}
-	pfd := p.upperFd()
+	if inUpper {
+		// indexed: give this name its own link unless it has one
+		var st unix.Stat_t
+		if lstatAt(pfd, name, &st) == nil && !isWhiteout(&st) {
+			return 0
+		}
+		if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
+			return toErrno(err)
+		}
+		p.invalidateListing()
+		return 0
+	}
 	srcfd, srcname, _, errno := n.loc()
 	if errno != 0 {
 		return errno
@@ -160,17 +183,20 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if err := lstatAt(srcfd, srcname, &st); err != nil {
 		return toErrno(err)
 	}
-	key := ""
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
 		key = indexKey(&st)
 		var ist unix.Stat_t
 		if lstatAt(u.index, key, &ist) == nil {
-			if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
-				return toErrno(err)
+			if materialize {
+				if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
+					return toErrno(err)
+				}
 			}
 			n.finishCopyUp(p, name, key)
 			return 0
 		}
+	} else if !materialize {
+		return 0
 	}
 	tmp := u.tmpName("copy")
 	fail := func(err error) syscall.Errno {
@@ -228,8 +254,10 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		if err := unix.Renameat(u.work, tmp, u.index, key); err != nil {
 			return fail(err)
 		}
-		if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
-			return toErrno(err)
+		if materialize {
+			if err := unix.Linkat(u.index, key, pfd, name, 0); err != nil {
+				return toErrno(err)
+			}
 		}
 	} else if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
 		return fail(err)
@@ -240,20 +268,38 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 
 // finishCopyUp switches the node to its upper object. A node whose lower
 // data the kernel may still hold as a passthrough backing file goes stale
-// instead: the next lookup of the name gives a new Inode with the same st_ino.
+// instead: the next lookup of the name gives a new Inode with the same
+// st_ino. The other names of a hard-linked file switch the same way.
 func (n *node) finishCopyUp(p *node, name, key string) {
-	n.mu.Lock()
-	n.layer = n.u.upper
-	n.indexKey = key
-	stale := n.openedLower
-	if stale {
-		n.stale = true
-		n.u.bumpGen(n.StableAttr().Ino)
+	ino := n.StableAttr().Ino
+	nodes := []*node{n}
+	if key != "" {
+		nodes = append(nodes, n.u.hardLinkNodes(ino, n)...)
 	}
-	n.mu.Unlock()
-	p.invalidateListing()
-	if stale {
-		go p.NotifyEntry(name)
+	bump := false
+	for _, m := range nodes {
+		m.mu.Lock()
+		if !m.layer.upper || m == n {
+			m.layer = n.u.upper
+			m.indexKey = key
+			if m.openedLower {
+				m.stale = true
+				bump = true
+			}
+		}
+		stale := m.stale
+		m.mu.Unlock()
+		if stale {
+			if mname, mp := m.parentNode(); mp != nil {
+				go mp.NotifyEntry(mname)
+			}
+		}
+	}
+	if bump {
+		n.u.bumpGen(ino)
+	}
+	if p != nil {
+		p.invalidateListing()
 	}
 }
 

@@ -363,7 +363,9 @@ func TestIndexedHardLinkNlink(t *testing.T) {
 	if n := nlink(p1); n != 3 {
 		t.Errorf("after link nlink %d, want 3", n)
 	}
-	os.Remove(p1)
+	if err := os.Remove(p1); err != nil {
+		t.Fatal(err)
+	}
 	if n := nlink(p3); n != 2 {
 		t.Errorf("after unlink nlink %d, want 2", n)
 	}

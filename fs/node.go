@@ -2,11 +2,14 @@ package fs
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/fnv"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -72,6 +75,10 @@ type node struct {
 	// must go through a fresh lookup.
 	openedLower bool
 	stale       bool
+	// hardLinked: one of several names of a lower file, with an Inode of
+	// its own; the kernel must not cache its attributes, which a write
+	// through another name changes.
+	hardLinked bool
 	// lastSt is the object's last known stat, for fstat of an unlinked
 	// object the kernel opens without us (fifos, sockets, devices).
 	lastSt unix.Stat_t
@@ -196,12 +203,17 @@ func (n *node) at() (int, string, *layer, syscall.Errno) {
 
 // resolved is the outcome of looking a name up through the layers.
 type resolved struct {
+	name      string
 	st        unix.Stat_t
 	layer     *layer
 	dirs      []dirLayer // directories: opened instances, top-down
 	lowerPath string
 	ino       uint64
 	indexKey  string
+	// hardLinked: a regular file with more than one name in a lower layer
+	// (or its copy in the index). Each name gets its own Inode (same
+	// st_ino), so that a copy-up knows which name it came through.
+	hardLinked bool
 }
 
 func (r *resolved) closeDirs() {
@@ -245,7 +257,7 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		return nil, syscall.ENAMETOOLONG
 	}
 	dirs := d.snapshotDirs()
-	r := &resolved{}
+	r := &resolved{name: name}
 	d.mu.Lock()
 	parentLowerPath := d.lowerPath
 	d.mu.Unlock()
@@ -312,10 +324,13 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		}
 		if r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
 			if v, err := getxattrAll(fd, nm, d.u.indexXattr); err == nil && len(v) > 0 {
-				r.indexKey = string(v)
+				r.indexKey, r.hardLinked = string(v), true
 			}
 		}
-	} else if d.u.index >= 0 && r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
+	} else if r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
+		r.hardLinked = true
+	}
+	if r.hardLinked && d.u.index >= 0 && !r.layer.upper {
 		key := indexKey(&r.st)
 		var ist unix.Stat_t
 		if lstatAt(d.u.index, key, &ist) == nil {
@@ -340,7 +355,8 @@ func (u *unionFS) indexNlink(key string, fallback uint32) uint32 {
 	return uint32(n)
 }
 
-// adjustIndexNlink records a link made (+1) or a name removed (-1).
+// adjustIndexNlink records a link made (+1) or a name removed (-1), and
+// makes the kernel drop the cached attributes of every name's Inode.
 func (u *unionFS) adjustIndexNlink(key string, delta int) {
 	if key == "" || u.index < 0 {
 		return
@@ -350,6 +366,16 @@ func (u *unionFS) adjustIndexNlink(key string, delta int) {
 		n = 0
 	}
 	setxattrAt(u.index, key, u.nlinkXattr, []byte(strconv.Itoa(n)), 0)
+	var st unix.Stat_t
+	if lstatAt(u.index, key, &st) == nil {
+		if v, err := getxattrAll(u.index, key, u.originXattr); err == nil {
+			if ino, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				for _, m := range u.hardLinkNodes(ino, nil) {
+					m.NotifyContent(-1, 0) // attributes only
+				}
+			}
+		}
+	}
 }
 
 func indexKey(st *unix.Stat_t) string {
@@ -394,6 +420,9 @@ func (u *unionFS) appendRedirected(r *resolved, below []dirLayer) syscall.Errno 
 func (d *node) childNode(ctx context.Context, r *resolved) *gofs.Inode {
 	mode := r.st.Mode & unix.S_IFMT
 	attr := gofs.StableAttr{Mode: mode, Ino: r.ino, Gen: d.u.gen(r.ino)}
+	if r.hardLinked {
+		attr.Gen = attr.Gen<<32 | nameTag(d.StableAttr().Ino, r.name)
+	}
 	n := d.u.newNode()
 	if mode == unix.S_IFDIR {
 		n.lowerPath = r.lowerPath
@@ -402,8 +431,23 @@ func (d *node) childNode(ctx context.Context, r *resolved) *gofs.Inode {
 	} else {
 		n.layer = r.layer
 		n.indexKey = r.indexKey
+		n.hardLinked = r.hardLinked
+		if r.hardLinked {
+			d.u.addHardLinkNode(r.ino, n)
+		}
 	}
 	return d.NewInode(ctx, n, attr)
+}
+
+// nameTag tells apart the names of one hard-linked file: the low half of a
+// per-name Inode's generation.
+func nameTag(parentIno uint64, name string) uint64 {
+	h := fnv.New32a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], parentIno)
+	h.Write(b[:])
+	h.Write([]byte(name))
+	return uint64(h.Sum32() | 1)
 }
 
 func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -413,6 +457,9 @@ func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	ch := d.childNode(ctx, r)
 	d.u.fillAttr(&out.Attr, &r.st, ch)
+	if r.hardLinked {
+		out.SetAttrTimeout(time.Nanosecond)
+	}
 	return ch, 0
 }
 
@@ -481,6 +528,7 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		if _, p := n.Parent(); p == nil {
 			out.Nlink = 0 // unlinked while open
 		}
+		n.attrTimeout(out)
 		return 0
 	}
 	if errno := n.statNode(&st); errno != 0 {
@@ -499,7 +547,17 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return 0
 	}
 	n.u.fillAttr(&out.Attr, &st, &n.Inode)
+	n.attrTimeout(out)
 	return 0
+}
+
+func (n *node) attrTimeout(out *fuse.AttrOut) {
+	n.mu.Lock()
+	hl := n.hardLinked
+	n.mu.Unlock()
+	if hl {
+		out.SetTimeout(time.Nanosecond)
+	}
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

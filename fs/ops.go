@@ -128,13 +128,7 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 
 // newEntry looks up a name just created and fills out.
 func (d *node) newEntry(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	r, errno := d.resolve(name)
-	if errno != 0 {
-		return nil, errno
-	}
-	ch := d.childNode(ctx, r)
-	d.u.fillAttr(&out.Attr, &r.st, ch)
-	return ch, 0
+	return d.Lookup(ctx, name, out)
 }
 
 // makeNode creates a non-directory with mk(dirfd, name) either directly in
@@ -332,7 +326,11 @@ func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	u := d.u
 	ufd := d.upperFd()
 	defer d.invalidateListing()
-	u.adjustIndexNlink(r.indexKey, -1)
+	key, errno := d.indexForRemoval(ctx, name, r)
+	if errno != 0 {
+		return errno
+	}
+	u.adjustIndexNlink(key, -1)
 	var st unix.Stat_t
 	if lstatAt(ufd, name, &st) == nil && !isWhiteout(&st) {
 		if !d.existsBelow(name) {
@@ -345,6 +343,28 @@ func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return toErrno(unix.Unlinkat(u.work, tmp, 0))
 	}
 	return toErrno(u.makeWhiteout(ufd, name))
+}
+
+// indexForRemoval makes sure a hard-linked lower file that loses a name is
+// in the index, where its link count is kept (the kernel's overlayfs does
+// the same), and returns its index key ("" for other files).
+func (d *node) indexForRemoval(ctx context.Context, name string, r *resolved) (string, syscall.Errno) {
+	if !r.hardLinked {
+		return "", 0
+	}
+	if r.indexKey != "" {
+		return r.indexKey, 0
+	}
+	n, errno := d.childFor(ctx, name)
+	if errno != 0 {
+		return "", errno
+	}
+	if errno := n.copyUpAt(true, false); errno != 0 {
+		return "", errno
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.indexKey, 0
 }
 
 // isEmptyMerged reports whether the directory instances show no entry.
@@ -538,6 +558,15 @@ func (d *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return 0
 	}
 
+	if dst != nil && !dst.isDir() {
+		if r, errno := np.resolve(newName); errno == 0 {
+			key, errno := np.indexForRemoval(ctx, newName, r)
+			if errno != 0 {
+				return errno
+			}
+			defer u.adjustIndexNlink(key, -1)
+		}
+	}
 	var dst0 unix.Stat_t
 	dstUpper := lstatAt(nfd, newName, &dst0) == nil
 	dstWh := dstUpper && isWhiteout(&dst0)

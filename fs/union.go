@@ -24,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -88,13 +89,16 @@ type unionFS struct {
 	genMu sync.Mutex
 	gens  map[uint64]uint64 // ino -> current generation (absent: 0)
 
+	hlMu    sync.Mutex
+	hlNodes map[uint64][]weak.Pointer[node] // per-name nodes of hard-linked lower files
+
 	tmpSeq  atomic.Uint64
 	copyMu  sync.Mutex // serialises creation of upper directories
 	noWhDev bool       // mknod of whiteout devices refused: use .wh. files
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg, work: -1, index: -1, devIdx: map[uint64]uint64{}, gens: map[uint64]uint64{}}
+	u := &unionFS{cfg: cfg, work: -1, index: -1, devIdx: map[uint64]uint64{}, gens: map[uint64]uint64{}, hlNodes: map[uint64][]weak.Pointer[node]{}}
 	u.log = cfg.Log
 	if u.log == nil {
 		u.log = logrus.New()
@@ -277,6 +281,41 @@ func (u *unionFS) bumpGen(ino uint64) {
 	u.genMu.Lock()
 	u.gens[ino]++
 	u.genMu.Unlock()
+}
+
+// addHardLinkNode registers a per-name node of a hard-linked file.
+func (u *unionFS) addHardLinkNode(ino uint64, n *node) {
+	u.hlMu.Lock()
+	defer u.hlMu.Unlock()
+	live := u.hlNodes[ino][:0]
+	for _, w := range u.hlNodes[ino] {
+		if m := w.Value(); m != nil && m != n {
+			live = append(live, w)
+		}
+	}
+	u.hlNodes[ino] = append(live, weak.Make(n))
+}
+
+// hardLinkNodes returns the live per-name nodes of ino other than n.
+func (u *unionFS) hardLinkNodes(ino uint64, n *node) []*node {
+	u.hlMu.Lock()
+	defer u.hlMu.Unlock()
+	var out []*node
+	live := u.hlNodes[ino][:0]
+	for _, w := range u.hlNodes[ino] {
+		if m := w.Value(); m != nil {
+			live = append(live, w)
+			if m != n {
+				out = append(out, m)
+			}
+		}
+	}
+	if len(live) == 0 {
+		delete(u.hlNodes, ino)
+	} else {
+		u.hlNodes[ino] = live
+	}
+	return out
 }
 
 func (u *unionFS) tmpName(kind string) string {
