@@ -45,7 +45,9 @@ type hashReader struct {
 func (h *hashReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	if n > 0 {
-		h.h.Write(p[:n])
+		if h.h != nil {
+			h.h.Write(p[:n])
+		}
 		h.n += int64(n)
 		if h.progress != nil && h.n-h.last >= 256<<10 {
 			h.progress(h.n)
@@ -172,7 +174,11 @@ func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOp
 		defer zr.Close()
 		dr = &ratioReader{r: corruptReader{zr, comp}, in: in, maxRatio: o.maxRatio, floor: o.floor}
 	}
-	out := &hashReader{r: dr, h: sha256.New()}
+	// A plain blob is the tar itself: its digest is the diffID, hashed once.
+	out := &hashReader{r: dr}
+	if comp != "none" {
+		out.h = sha256.New()
+	}
 
 	// A corrupt blob usually shows up as a bad tar header or a bad
 	// compressed stream before the end; when the manifest names the blob's
@@ -201,7 +207,11 @@ func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOp
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, fmt.Errorf("layer %s: %w", src.name, classify(err))
 	}
-	res = &layerResult{src: src, diffID: out.digest(), blobDigest: in.digest(), blobSize: in.n, size: out.n, compression: comp, dir: dest}
+	diffID := in.digest()
+	if out.h != nil {
+		diffID = out.digest()
+	}
+	res = &layerResult{src: src, diffID: diffID, blobDigest: in.digest(), blobSize: in.n, size: out.n, compression: comp, dir: dest}
 	if o.progress != nil {
 		o.progress(in.n)
 	}
