@@ -57,7 +57,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		n.mu.Unlock()
 		return nil, 0, syscall.ESTALE
 	}
-	if write && !n.layer.upper {
+	// A write through a name of a hard-linked file gives that name its own
+	// link to the copy (as the kernel does with index=on).
+	if write && (!n.layer.upper || n.indexKey != "") {
 		if n.u.upper == nil {
 			n.mu.Unlock()
 			return nil, 0, syscall.EROFS

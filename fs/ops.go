@@ -503,7 +503,8 @@ func (d *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	} else if errno != syscall.ENOENT {
 		return errno
 	}
-	if dst == src {
+	if dst == src || (dst != nil && !dst.isDir() && !src.isDir() && dst.StableAttr().Ino == src.StableAttr().Ino) {
+		// two names of one file: rename(2) does nothing
 		return 0
 	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
@@ -660,7 +661,15 @@ func (n *node) prepareMeta(ctx context.Context, withData bool) syscall.Errno {
 	if n.isDir() {
 		return n.ensureUpper()
 	}
-	return n.copyUp(ctx, withData)
+	// A metadata change of an indexed hard link changes the one upper
+	// inode; like the kernel, it gives this name no link of its own.
+	return n.copyUpAt(withData, !n.inUpper())
+}
+
+func (n *node) inUpper() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.layer.upper
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
