@@ -653,8 +653,9 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	return d.newEntry(ctx, name, out)
 }
 
-// prepareMeta copies an object up before a metadata change.
-func (n *node) prepareMeta(ctx context.Context, withData bool) syscall.Errno {
+// prepareMeta copies an object up before a change; dataChange (a truncate)
+// also gives a hard-linked file's name its own upper link, as a write does.
+func (n *node) prepareMeta(ctx context.Context, withData, dataChange bool) syscall.Errno {
 	if n.u.upper == nil {
 		return syscall.EROFS
 	}
@@ -663,7 +664,7 @@ func (n *node) prepareMeta(ctx context.Context, withData bool) syscall.Errno {
 	}
 	// A metadata change of an indexed hard link changes the one upper
 	// inode; like the kernel, it gives this name no link of its own.
-	return n.copyUpAt(withData, !n.inUpper())
+	return n.copyUpAt(withData, dataChange || !n.inUpper())
 }
 
 func (n *node) inUpper() bool {
@@ -682,10 +683,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return n.Getattr(ctx, f, out)
 	}
 	withData := true
-	if sz, ok := in.GetSize(); ok && sz == 0 {
+	sz, truncating := in.GetSize()
+	if truncating && sz == 0 {
 		withData = false
 	}
-	if errno := n.prepareMeta(ctx, withData); errno != 0 {
+	if errno := n.prepareMeta(ctx, withData, truncating); errno != 0 {
 		return errno
 	}
 	fd, name, _, errno := n.at()
@@ -767,7 +769,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return syscall.EPERM
 	}
 	attr = n.u.diskXattr(attr)
-	if errno := n.prepareMeta(ctx, true); errno != 0 {
+	if errno := n.prepareMeta(ctx, true, false); errno != 0 {
 		return errno
 	}
 	fd, name, _, errno := n.at()
@@ -786,7 +788,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, err := getxattrAt(fd, name, attr, nil); err != nil {
 		return toErrno(err)
 	}
-	if errno := n.prepareMeta(ctx, true); errno != 0 {
+	if errno := n.prepareMeta(ctx, true, false); errno != 0 {
 		return errno
 	}
 	if fd, name, _, errno = n.at(); errno != 0 {

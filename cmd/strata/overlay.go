@@ -20,15 +20,25 @@ import (
 
 // isOverlayInvocation reports whether args are that form (no subcommand).
 func isOverlayInvocation(args []string) bool {
-	for _, a := range args {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		if a == "-o" || strings.HasPrefix(a, "-o") && !strings.HasPrefix(a, "--") {
 			return true
+		}
+		if isGlobalWithValue(a) {
+			i++
+			continue
 		}
 		if !strings.HasPrefix(a, "-") {
 			return false // a subcommand comes first in the other form
 		}
 	}
 	return false
+}
+
+// isGlobalWithValue: a global flag whose value is the next argument.
+func isGlobalWithValue(a string) bool {
+	return a == "--root" || a == "--log-level" || a == "--log-format"
 }
 
 type overlayArgs struct {
@@ -54,6 +64,9 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 			oa.opts = append(oa.opts, splitOptions(a[2:])...)
 		case a == "-f":
 			oa.foreground = true
+		case isGlobalWithValue(a) && i+1 < len(args):
+			i++ // strata's global flags are accepted and have no use here
+		case strings.HasPrefix(a, "--root=") || strings.HasPrefix(a, "--log-"):
 		case a == "-d" || a == "--debug":
 			oa.debug, oa.foreground = true, true
 		case strings.HasPrefix(a, "-"):
