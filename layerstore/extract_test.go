@@ -169,6 +169,7 @@ func TestHostile(t *testing.T) {
 		{name: "symlink parent for mkdir", layer: mkTar(t, symlink("a", outside), dir("a/sub", 0o755)), want: []error{ErrUnsafePath}},
 		{name: "symlink parent for whiteout", layer: mkTar(t, symlink("a", outside), file("a/.wh.x", "", 0)), want: []error{ErrUnsafePath}},
 		{name: "symlink parent for opaque", layer: mkTar(t, symlink("a", outside), file("a/.wh..wh..opq", "", 0)), want: []error{ErrUnsafePath}},
+		{name: "dir replaced by symlink, then written through", layer: mkTar(t, dir("d", 0o755), file("d/a", "a", 0o644), symlink("d", outside), file("d/passwd", "x", 0o644)), want: []error{ErrUnsafePath}},
 		{name: "hardlink outside", layer: mkTar(t, hardlink("h", "../../../../etc/passwd")), want: []error{ErrUnsafePath}},
 		{name: "hardlink absolute host file", layer: mkTar(t, hardlink("h", "/etc/passwd")), want: []error{ErrUnsafePath}},
 		{name: "hardlink not yet extracted", layer: mkTar(t, hardlink("h", "later"), file("later", "x", 0o644)), want: []error{ErrUnsafePath}},
@@ -289,4 +290,19 @@ func TestDigestMismatch(t *testing.T) {
 			t.Errorf("error %v, want ErrDigestMismatch", err)
 		}
 	})
+}
+
+// A later entry with the name of a hard link replaces the link; it never
+// writes through it into the other name.
+func TestOverwriteHardlinkDoesNotWriteThrough(t *testing.T) {
+	root, err := extractBytes(t, mkTar(t, file("f", "original", 0o644), hardlink("h", "f"), file("h", "new content", 0o644)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "f")); string(b) != "original" {
+		t.Errorf("f = %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "h")); string(b) != "new content" {
+		t.Errorf("h = %q", b)
+	}
 }
