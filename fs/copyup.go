@@ -131,15 +131,16 @@ func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st
 
 // copyUp moves a lower non-directory into the upper layer under its name;
 // with withData false a regular file arrives empty (the caller truncates it
-// anyway).
-func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
-	return n.copyUpAt(withData, true)
+// anyway). inDirOp says the kernel holds a directory lock for this request
+// (rename, link, unlink), so dentries may only be invalidated afterwards.
+func (n *node) copyUp(ctx context.Context, withData, inDirOp bool) syscall.Errno {
+	return n.copyUpAt(withData, true, inDirOp)
 }
 
 // copyUpAt copies n up. A hard-linked lower file goes to work/index (once
 // for all its names, which then share the copy); materialize also links it
 // at n's own name, as the kernel's overlayfs does with index=on.
-func (n *node) copyUpAt(withData, materialize bool) syscall.Errno {
+func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 	u := n.u
 	if u.upper == nil {
 		return syscall.EROFS
@@ -192,7 +193,7 @@ func (n *node) copyUpAt(withData, materialize bool) syscall.Errno {
 					return toErrno(err)
 				}
 			}
-			n.finishCopyUp(p, name, key)
+			n.finishCopyUp(p, key, inDirOp)
 			return 0
 		}
 	} else if !materialize {
@@ -262,15 +263,17 @@ func (n *node) copyUpAt(withData, materialize bool) syscall.Errno {
 	} else if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
 		return fail(err)
 	}
-	n.finishCopyUp(p, name, key)
+	n.finishCopyUp(p, key, inDirOp)
 	return 0
 }
 
 // finishCopyUp switches the node to its upper object. A node whose lower
 // data the kernel may still hold as a passthrough backing file goes stale
 // instead: the next lookup of the name gives a new Inode with the same
-// st_ino. The other names of a hard-linked file switch the same way.
-func (n *node) finishCopyUp(p *node, name, key string) {
+// st_ino, and the kernel is told to drop the name (at once where no
+// directory lock is held, since until then it may answer stat from the lower
+// backing file). The other names of a hard-linked file switch the same way.
+func (n *node) finishCopyUp(p *node, key string, inDirOp bool) {
 	ino := n.StableAttr().Ino
 	nodes := []*node{n}
 	if key != "" {
@@ -291,7 +294,11 @@ func (n *node) finishCopyUp(p *node, name, key string) {
 		m.mu.Unlock()
 		if stale {
 			if mname, mp := m.parentNode(); mp != nil {
-				go mp.NotifyEntry(mname)
+				if inDirOp {
+					go mp.NotifyEntry(mname)
+				} else {
+					mp.NotifyEntry(mname)
+				}
 			}
 		}
 	}

@@ -65,7 +65,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, syscall.EROFS
 		}
 		n.mu.Unlock()
-		if errno := n.copyUp(ctx, flags&syscall.O_TRUNC == 0); errno != 0 {
+		if errno := n.copyUp(ctx, flags&syscall.O_TRUNC == 0, false); errno != 0 {
 			return nil, 0, errno
 		}
 		n.mu.Lock()

@@ -359,7 +359,7 @@ func (d *node) indexForRemoval(ctx context.Context, name string, r *resolved) (s
 	if errno != 0 {
 		return "", errno
 	}
-	if errno := n.copyUpAt(true, false); errno != 0 {
+	if errno := n.copyUpAt(true, false, true); errno != 0 {
 		return "", errno
 	}
 	n.mu.Lock()
@@ -439,7 +439,7 @@ func (d *node) childFor(ctx context.Context, name string) (*node, syscall.Errno)
 // copied.
 func (n *node) prepareMove(ctx context.Context) syscall.Errno {
 	if !n.isDir() {
-		return n.copyUp(ctx, true)
+		return n.copyUp(ctx, true, true)
 	}
 	if errno := n.ensureUpper(); errno != 0 {
 		return errno
@@ -621,7 +621,7 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok || t.isDir() {
 		return nil, syscall.EPERM
 	}
-	if errno := t.copyUp(ctx, true); errno != 0 {
+	if errno := t.copyUp(ctx, true, true); errno != 0 {
 		return nil, errno
 	}
 	tfd, tname, _, errno := t.loc()
@@ -664,7 +664,7 @@ func (n *node) prepareMeta(ctx context.Context, withData, dataChange bool) sysca
 	}
 	// A metadata change of an indexed hard link changes the one upper
 	// inode; like the kernel, it gives this name no link of its own.
-	return n.copyUpAt(withData, dataChange || !n.inUpper())
+	return n.copyUpAt(withData, dataChange || !n.inUpper(), false)
 }
 
 func (n *node) inUpper() bool {
