@@ -653,9 +653,10 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	return d.newEntry(ctx, name, out)
 }
 
-// prepareMeta copies an object up before a change; dataChange (a truncate)
-// also gives a hard-linked file's name its own upper link, as a write does.
-func (n *node) prepareMeta(ctx context.Context, withData, dataChange bool) syscall.Errno {
+// prepareMeta copies an object up before a change; linkName also gives a
+// hard-linked file's name its own upper link. The kernel's overlayfs does
+// that for setattr (mode, owner, times, size) but not for xattr changes.
+func (n *node) prepareMeta(ctx context.Context, withData, linkName bool) syscall.Errno {
 	if n.u.upper == nil {
 		return syscall.EROFS
 	}
@@ -664,7 +665,7 @@ func (n *node) prepareMeta(ctx context.Context, withData, dataChange bool) sysca
 	}
 	// A metadata change of an indexed hard link changes the one upper
 	// inode; like the kernel, it gives this name no link of its own.
-	return n.copyUpAt(withData, dataChange || !n.inUpper(), false)
+	return n.copyUpAt(withData, linkName || !n.inUpper(), false)
 }
 
 func (n *node) inUpper() bool {
@@ -687,7 +688,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if truncating && sz == 0 {
 		withData = false
 	}
-	if errno := n.prepareMeta(ctx, withData, truncating); errno != 0 {
+	if errno := n.prepareMeta(ctx, withData, true); errno != 0 {
 		return errno
 	}
 	fd, name, _, errno := n.at()
