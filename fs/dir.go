@@ -20,7 +20,8 @@ type mergedEntry struct {
 
 func (d *node) invalidateListing() {
 	d.mu.Lock()
-	d.listing = nil
+	d.listing, d.listedIn = nil, nil
+	d.listGen++
 	d.mu.Unlock()
 }
 
@@ -33,11 +34,12 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 		d.mu.Unlock()
 		return l, 0
 	}
-	dirs := d.dirs
+	dirs, gen := d.dirs, d.listGen
 	d.mu.Unlock()
 
 	raw := d.u.cfg.Raw
 	seen := map[string]bool{}
+	in := map[string]*layer{}
 	var out []mergedEntry
 	for _, dl := range dirs {
 		ents, err := readDirents(dl.fd)
@@ -81,6 +83,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 				}
 			}
 			out = append(out, mergedEntry{name: e.name, mode: mode, ino: ino})
+			in[e.name] = dl.l
 		}
 		for _, h := range hidden {
 			seen[h] = true
@@ -89,10 +92,28 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 			break
 		}
 	}
+	if out == nil {
+		out = []mergedEntry{}
+	}
 	d.mu.Lock()
-	d.listing = out
+	// Keep it only if nothing changed the directory meanwhile.
+	if gen == d.listGen && sameDirs(d.dirs, dirs) {
+		d.listing, d.listedIn = out, in
+	}
 	d.mu.Unlock()
 	return out, 0
+}
+
+func sameDirs(a, b []dirLayer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func dtToMode(t uint8) uint32 {

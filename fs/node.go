@@ -64,7 +64,9 @@ type node struct {
 	dirs      []dirLayer
 	lowerPath string
 	fds       *fdSet
-	listing   []mergedEntry // cached merged listing, nil when unknown
+	listing   []mergedEntry     // cached merged listing, nil when unknown
+	listedIn  map[string]*layer // with listing: the layer that shows each name
+	listGen   uint64            // bumped by every invalidation
 
 	// Non-directories: the layer holding the object, and its key in
 	// work/index when it is a copied-up hard-linked lower file.
@@ -256,12 +258,29 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
-	dirs := d.snapshotDirs()
 	r := &resolved{name: name}
 	d.mu.Lock()
+	dirs := d.dirs
 	parentLowerPath := d.lowerPath
+	start := 0
+	if d.listing != nil {
+		// The cached listing knows which layer shows the name, or
+		// that none does: no need to probe the layers above it.
+		l, ok := d.listedIn[name]
+		if !ok {
+			d.mu.Unlock()
+			return nil, syscall.ENOENT
+		}
+		for i, dl := range dirs {
+			if dl.l == l {
+				start = i
+				break
+			}
+		}
+	}
 	d.mu.Unlock()
-	for i, dl := range dirs {
+	for i := start; i < len(dirs); i++ {
+		dl := dirs[i]
 		var st unix.Stat_t
 		err := lstatAt(dl.fd, name, &st)
 		if err == unix.ENOENT {
@@ -297,7 +316,7 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		if d.u.isOpaque(fd) {
 			break
 		}
-		if dl.l.upper && i == 0 {
+		if dl.l.upper {
 			if redir, err := getxattrAll(fd, "", d.u.redirXattr); err == nil && len(redir) > 0 {
 				r.lowerPath = redirectPath(parentLowerPath, string(redir))
 				if errno := d.u.appendRedirected(r, dirs[1:]); errno != 0 {
