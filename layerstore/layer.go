@@ -263,9 +263,14 @@ func extractTar(src *layerSource, dest string, r io.Reader, o extractOptions) (*
 	defer unix.Close(rootFD)
 	x := newExtractor(rootFD, o.root0, o.warn)
 	defer x.close()
-	tr := tar.NewReader(r)
+	// The raw headers are recorded so that export can give the tar back
+	// byte for byte (tarsplit.go).
+	rec := newTarSplitRecorder(r, dest, o.warn)
+	defer rec.abort()
+	tr := tar.NewReader(rec)
 	n := 0
 	for {
+		rec.header()
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -274,9 +279,13 @@ func extractTar(src *layerSource, dest string, r io.Reader, o extractOptions) (*
 			return nil, 0, fmt.Errorf("layer %s: entry %d: %w", src.name, n+1, classify(err))
 		}
 		n++
+		rec.content(hdr)
 		if err := x.apply(hdr, tr); err != nil {
 			return nil, 0, fmt.Errorf("layer %s: %w", src.name, classify(err))
 		}
+	}
+	if err := rec.finish(); err != nil {
+		return nil, 0, fmt.Errorf("layer %s: %w", src.name, classify(err))
 	}
 	if err := x.finish(); err != nil {
 		return nil, 0, fmt.Errorf("layer %s: %w", src.name, err)
