@@ -182,7 +182,9 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) (*I
 
 	// Make the extracted data durable before it becomes visible.
 	if fd, err := unix.Open(st.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-		_ = unix.Syncfs(fd)
+		if durable {
+			_ = unix.Syncfs(fd)
+		}
 		unix.Close(fd)
 	}
 	if err := s.commit(st, src, byKey, jobs, extraTag, res, log); err != nil {
@@ -430,7 +432,7 @@ func writeSynced(p string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsync(f); err != nil {
 		f.Close()
 		return err
 	}
