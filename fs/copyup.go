@@ -67,6 +67,7 @@ func (d *node) ensureUpperLocked() syscall.Errno {
 	if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
 		return fail(err)
 	}
+	p.invalidateListing()
 	fd, err := openDirAt(pfd, name)
 	if err != nil {
 		return toErrno(err)
@@ -75,6 +76,9 @@ func (d *node) ensureUpperLocked() syscall.Errno {
 	d.dirs = append([]dirLayer{{l: u.upper, fd: fd}}, d.dirs...)
 	d.fds.add(fd)
 	d.mu.Unlock()
+	// A directory that became merged shows nlink 1 from now on: drop
+	// the attributes the kernel has cached (no lock is taken for that).
+	d.NotifyContent(-1, 0)
 	return 0
 }
 

@@ -156,7 +156,9 @@ func (d *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if errno := h.load(); errno != 0 {
 		return nil, 0, errno
 	}
-	return h, 0, 0
+	// The kernel may keep the listing: every change to a directory goes
+	// through it, and it drops its cache when the directory changes.
+	return h, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (h *dirHandle) load() syscall.Errno {

@@ -279,8 +279,13 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		}
 	}
 	d.mu.Unlock()
-	for i := start; i < len(dirs); i++ {
+	for i := 0; i < len(dirs); i++ {
 		dl := dirs[i]
+		if i < start && !dl.l.upper {
+			// The listing says nothing above layer start shows the
+			// name. The upper is always probed: copy-ups change it.
+			continue
+		}
 		var st unix.Stat_t
 		err := lstatAt(dl.fd, name, &st)
 		if err == unix.ENOENT {
