@@ -503,8 +503,15 @@ func (d *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	} else if errno != syscall.ENOENT {
 		return errno
 	}
-	if dst == src || (dst != nil && !dst.isDir() && !src.isDir() && dst.StableAttr().Ino == src.StableAttr().Ino) {
-		// two names of one file: rename(2) does nothing
+	if dst == src {
+		return 0
+	}
+	if dst != nil && !dst.isDir() && !src.isDir() && dst.StableAttr().Ino == src.StableAttr().Ino {
+		// Two names of one file: rename(2) does nothing. The kernel
+		// sees two Inodes (one per name) and moves its dentries as
+		// for a real rename; make it look both names up again.
+		go d.NotifyEntry(name)
+		go np.NotifyEntry(newName)
 		return 0
 	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
