@@ -12,15 +12,21 @@ import (
 	"github.com/strata-fs/strata/layerstore"
 )
 
-var layersFlags struct{ format string }
+var layersFlags struct {
+	format string
+	eff    efficiencyFlags // --efficiency and its CI gates (efficiency.go)
+}
 
 func init() {
 	register(&command{
 		name:    "layers",
-		usage:   "layers REF [--format table|json]",
+		usage:   "layers REF [--format table|json] [--efficiency [--ci --lowest-efficiency 0.9]]",
 		summary: "list an image's layers, top-most first",
-		flags:   func(fs *pflag.FlagSet) { addFormatFlag(fs, &layersFlags.format) },
-		run:     runLayers,
+		flags: func(fs *pflag.FlagSet) {
+			addFormatFlag(fs, &layersFlags.format)
+			layersFlags.eff.add(fs)
+		},
+		run: runLayers,
 	})
 }
 
@@ -47,6 +53,9 @@ func runLayers(g *globals, args []string) error {
 	img, err := s.Resolve(args[0])
 	if err != nil {
 		return err
+	}
+	if layersFlags.eff.on {
+		return runEfficiency(s, img, layersFlags.format, &layersFlags.eff)
 	}
 	var rows []layerRow
 	for i := len(img.Layers) - 1; i >= 0; i-- {
