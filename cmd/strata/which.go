@@ -172,7 +172,7 @@ type whichLayer struct {
 	// a layer above put it back (status "shadowed").
 	Whiteout bool   `json:"whiteout,omitempty"`
 	Mode     string `json:"mode,omitempty"`
-	Size   int64  `json:"size"`
+	Size     int64  `json:"size"`
 }
 
 type whichOut struct {
