@@ -101,7 +101,7 @@ func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st
 		return err
 	}
 	for _, a := range attrs {
-		if u.isPrivateXattr(a) {
+		if u.isPrivateXattr(a) && a != OverrideXattr {
 			continue
 		}
 		v, err := getxattrAll(srcfd, srcname, a)

@@ -81,6 +81,8 @@ type node struct {
 	// its own; the kernel must not cache its attributes, which a write
 	// through another name changes.
 	hardLinked bool
+	// ovr is the owner/mode/type override recorded on the object.
+	ovr override
 	// lastSt is the object's last known stat, for fstat of an unlinked
 	// object the kernel opens without us (fifos, sockets, devices).
 	lastSt unix.Stat_t
@@ -212,6 +214,7 @@ type resolved struct {
 	lowerPath string
 	ino       uint64
 	indexKey  string
+	ovr override
 	// hardLinked: a regular file with more than one name in a lower layer
 	// (or its copy in the index). Each name gets its own Inode (same
 	// st_ino), so that a copy-up knows which name it came through.
@@ -336,6 +339,13 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		return nil, syscall.ENOENT
 	}
 	r.ino = d.u.ino(r.st.Dev, r.st.Ino)
+	if d.u.cfg.OverrideStat {
+		if len(r.dirs) > 0 {
+			r.ovr = d.u.readOverride(r.dirs[0].fd, "")
+		} else if fd := d.fdIn(dirs, r.layer); fd >= 0 {
+			r.ovr = d.u.readOverride(fd, name)
+		}
+	}
 	if r.layer.upper {
 		fd, nm := dirs[0].fd, name
 		if len(r.dirs) > 0 {
@@ -402,6 +412,16 @@ func (u *unionFS) adjustIndexNlink(key string, delta int) {
 	}
 }
 
+// fdIn finds layer l's fd among dirs.
+func (d *node) fdIn(dirs []dirLayer, l *layer) int {
+	for _, dl := range dirs {
+		if dl.l == l {
+			return dl.fd
+		}
+	}
+	return -1
+}
+
 func indexKey(st *unix.Stat_t) string {
 	return strconv.FormatUint(st.Dev, 16) + "-" + strconv.FormatUint(st.Ino, 16)
 }
@@ -443,12 +463,16 @@ func (u *unionFS) appendRedirected(r *resolved, below []dirLayer) syscall.Errno 
 // childNode makes (or finds) the Inode for a resolved entry.
 func (d *node) childNode(ctx context.Context, r *resolved) *gofs.Inode {
 	mode := r.st.Mode & unix.S_IFMT
+	if r.ovr.typ != 0 && mode == unix.S_IFREG {
+		mode = r.ovr.typ // a device or fifo recorded on a plain file
+	}
 	attr := gofs.StableAttr{Mode: mode, Ino: r.ino, Gen: d.u.gen(r.ino)}
 	if r.hardLinked {
 		attr.Gen = attr.Gen<<32 | nameTag(d.StableAttr().Ino, r.name)
 	}
 	n := d.u.newNode()
-	if mode == unix.S_IFDIR {
+	n.ovr = r.ovr
+	if r.st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		n.lowerPath = r.lowerPath
 		n.setDirs(r.dirs)
 		r.dirs = nil
@@ -512,6 +536,12 @@ func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
 		if key != "" {
 			out.Nlink = u.indexNlink(key, out.Nlink)
 		}
+	}
+	if n, ok := ch.Operations().(*node); ok && u.cfg.OverrideStat {
+		n.mu.Lock()
+		o := n.ovr
+		n.mu.Unlock()
+		o.apply(out)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if n, ok := ch.Operations().(*node); ok {
@@ -644,6 +674,9 @@ func (u *unionFS) isPrivateXattr(name string) bool {
 	}
 	if strings.HasPrefix(name, u.xattrPrefix+"overlay.") {
 		return false
+	}
+	if u.cfg.OverrideStat && name == OverrideXattr {
+		return true
 	}
 	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
 }

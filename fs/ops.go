@@ -119,6 +119,17 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 	if uint32(unix.Geteuid()) == uid && unix.Getegid() == g {
 		return nil
 	}
+	if d.u.cfg.OverrideStat {
+		var st unix.Stat_t
+		if err := lstatAt(dirfd, name, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return nil // user xattrs cannot be set on symlinks
+		}
+		o := override{set: true, uid: uid, gid: uint32(g), perm: st.Mode & 0o7777}
+		return d.u.writeOverride(dirfd, name, o)
+	}
 	err := unix.Fchownat(dirfd, name, int(uid), g, unix.AT_SYMLINK_NOFOLLOW)
 	if err == unix.EPERM && unix.Geteuid() != 0 {
 		return nil
@@ -161,7 +172,21 @@ func (d *node) makeNode(ctx context.Context, name string, out *fuse.EntryOut, mk
 
 func (d *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return d.makeNode(ctx, name, out, func(fd int, nm string) error {
-		return unix.Mknodat(fd, nm, mode, int(rdev))
+		err := unix.Mknodat(fd, nm, mode, int(rdev))
+		typ := mode & unix.S_IFMT
+		if err == unix.EPERM && d.u.cfg.OverrideStat && (typ == unix.S_IFCHR || typ == unix.S_IFBLK) {
+			// An unprivileged daemon records the device in the
+			// override, on a plain file, as containers/storage does.
+			f, err := unix.Openat(fd, nm, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				return err
+			}
+			unix.Close(f)
+			uid, gid, _ := callerOf(ctx)
+			o := override{set: true, uid: uid, gid: gid, perm: mode & 0o7777, typ: typ, rdev: uint64(rdev)}
+			return d.u.writeOverride(fd, nm, o)
+		}
+		return err
 	})
 }
 
@@ -660,6 +685,48 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	return d.newEntry(ctx, name, out)
 }
 
+// setOverride records a chmod or chown in the override xattr: an
+// unprivileged daemon cannot give files other owners, and keeps the real
+// mode readable and writable for itself.
+func (n *node) setOverride(fd int, name string, in *fuse.SetAttrIn) syscall.Errno {
+	m, mok := in.GetMode()
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if !mok && !uok && !gok {
+		return 0
+	}
+	var st unix.Stat_t
+	if errno := n.statNode(&st); errno != 0 {
+		return errno
+	}
+	n.mu.Lock()
+	o := n.ovr
+	n.mu.Unlock()
+	if !o.set {
+		o = override{set: true, uid: st.Uid, gid: st.Gid, perm: st.Mode & 0o7777}
+	}
+	if mok {
+		o.perm = m & 0o7777
+	}
+	if uok {
+		o.uid = uid
+		o.perm &^= unix.S_ISUID // as chown(2) does
+	}
+	if gok {
+		o.gid = gid
+		if o.perm&0o010 != 0 {
+			o.perm &^= unix.S_ISGID
+		}
+	}
+	if err := n.u.writeOverride(fd, name, o); err != nil {
+		return toErrno(err)
+	}
+	n.mu.Lock()
+	n.ovr = o
+	n.mu.Unlock()
+	return 0
+}
+
 // prepareMeta copies an object up before a change; linkName also gives a
 // hard-linked file's name its own upper link. The kernel's overlayfs does
 // that for setattr (mode, owner, times, size) but not for xattr changes.
@@ -702,7 +769,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if errno != 0 {
 		return errno
 	}
-	if m, ok := in.GetMode(); ok {
+	if n.u.cfg.OverrideStat {
+		if errno := n.setOverride(fd, name, in); errno != 0 {
+			return errno
+		}
+	} else if m, ok := in.GetMode(); ok {
 		var err error
 		if name == "" {
 			err = unix.Fchmod(fd, m&0o7777)
@@ -717,7 +788,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
-	if uok || gok {
+	if (uok || gok) && !n.u.cfg.OverrideStat {
 		su, sg := -1, -1
 		if uok {
 			su = int(uid)

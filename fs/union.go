@@ -46,6 +46,9 @@ type Config struct {
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// NoPassthrough disables FUSE passthrough even where the kernel offers it.
 	NoPassthrough bool
+	// OverrideStat presents (and records, for changes) owners, modes and
+	// device types kept in the OverrideXattr, as an unprivileged daemon must.
+	OverrideStat bool
 	// Raw serves a single lower layer as it is on disk: whiteouts show as
 	// the 0/0 devices they are, .wh. markers and overlay xattrs are visible,
 	// nothing is hidden (for looking at one layer's own diff).

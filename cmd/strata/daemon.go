@@ -124,6 +124,15 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 		}
 	}
 	log.Infof("mounted %s (%d lower layers, %s)", dir, len(cfg.Lowers), writableText(cfg))
+	switch {
+	case cfg.NoPassthrough:
+		log.Infof("passthrough off (asked for)")
+	case os.Geteuid() != 0:
+		log.Infof("passthrough off: it needs CAP_SYS_ADMIN; file data goes through the daemon and the page cache")
+	}
+	if cfg.OverrideStat {
+		log.Infof("owners and modes kept in %s (unprivileged)", strfs.OverrideXattr)
+	}
 	reportReady(nil)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

@@ -64,7 +64,7 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, Rootless: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
+	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, Rootless: os.Geteuid() != 0, OverrideStat: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
 	nl := len(img.Layers)
 	switch {
 	case mountFlags.atLayer != 0 && mountFlags.layer != 0:

@@ -155,7 +155,7 @@ func runOverlayCompat(args []string) int {
 	if oa.debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	cfg := strfs.Config{Log: log, Rootless: os.Geteuid() != 0}
+	cfg := strfs.Config{Log: log, Rootless: os.Geteuid() != 0, OverrideStat: os.Geteuid() != 0}
 	mo := strfs.MountOptions{FsName: "strata", AllowOther: os.Geteuid() == 0}
 	for _, o := range oa.opts {
 		key, val, _ := strings.Cut(o, "=")
@@ -196,6 +196,9 @@ func runOverlayCompat(args []string) int {
 				mo.Extra = append(mo.Extra, key)
 			}
 			log.Debugf("option %s passed on / ignored", o)
+		case "xattr_permissions":
+			// fuse-overlayfs: keep owners and modes in an xattr
+			cfg.OverrideStat = val != "0"
 		case "passthrough":
 			cfg.NoPassthrough = val == "0" || val == "off"
 		default:
