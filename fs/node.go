@@ -214,7 +214,7 @@ type resolved struct {
 	lowerPath string
 	ino       uint64
 	indexKey  string
-	ovr override
+	ovr       override
 	// hardLinked: a regular file with more than one name in a lower layer
 	// (or its copy in the index). Each name gets its own Inode (same
 	// st_ino), so that a copy-up knows which name it came through.
