@@ -99,10 +99,14 @@ func (s *Store) layerEntries(diffID string) ([]effEntry, error) {
 			continue
 		}
 		e := effEntry{path: ce.Path, typ: ce.Type, size: ce.Size, link: ce.Link}
-		if i, ok := at[e.path]; ok {
+		key := e.path
+		if e.typ == "o" {
+			key += "\x00opaque" // the marker of a directory, not a new entry for it
+		}
+		if i, ok := at[key]; ok {
 			out[i].typ = "" // replaced
 		}
-		at[e.path] = len(out)
+		at[key] = len(out)
 		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
