@@ -247,7 +247,9 @@ func (lf layerFiles) Get(name string) (io.ReadCloser, error) {
 
 // ErrNoTarSplit: a layer extracted without tar-split data cannot be given
 // back byte for byte.
-var ErrNoTarSplit = errors.New("layer has no tar-split data (imported before strata recorded it, or recording failed); import the image again")
+// A layer already in the store is not extracted again by an import, so to
+// get the data: rmi every image using it, gc, then import again.
+var ErrNoTarSplit = errors.New("layer has no tar-split data (extracted before strata recorded it, or recording failed): remove the images that use it (rmi), run gc, and import again")
 
 // openLayerTar reassembles the original tar of a stored layer.
 func (s *Store) openLayerTar(diffID string) (io.ReadCloser, error) {
