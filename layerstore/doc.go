@@ -18,6 +18,8 @@
 //	    contents.jsonl            content manifest for fsck: one JSON object per tar entry in tar
 //	                              order (path, type, mode, uid, gid, size, sha256, link, rdev,
 //	                              mtime, xattrs); a later line for a path replaces an earlier one
+//	    distribution.json         compressed blobs known to carry the layer and the registry
+//	                              repositories holding them (pull, push: distribution.go)
 //	    tar-split.json.gz         the layer tar's raw headers and each file's CRC-64 (tar-split
 //	                              format), from which export reassembles the tar byte for byte
 //	images/<image id hex>/
