@@ -52,6 +52,9 @@ func Root(cfg Config) (gofs.InodeEmbedder, *gofs.StableAttr, func(), error) {
 		}
 	}
 	root.setDirs(dirs)
+	if len(dirs) > 0 {
+		root.ovr = u.readOverride(dirs[0].fd, "") // unprivileged owner of the root
+	}
 	attr := &gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: u.ino(top.Dev, top.Ino)}
 	if attr.Ino == 1 || attr.Ino == 0 {
 		attr.Ino = 1 << 62

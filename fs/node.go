@@ -238,6 +238,9 @@ func (u *unionFS) isOpaque(fd int) bool {
 			return true
 		}
 	}
+	if u.cfg.Rootless && u.fuseOverlayfsOpaque(fd) { // rootless.go
+		return true
+	}
 	var st unix.Stat_t
 	return lstatAt(fd, ".wh..wh..opq", &st) == nil
 }
@@ -543,6 +546,9 @@ func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
 		n.mu.Unlock()
 		o.apply(out)
 	}
+	if !u.cfg.IDs.Identity() {
+		u.cfg.IDs.present(out)
+	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if n, ok := ch.Operations().(*node); ok {
 			n.mu.Lock()
@@ -678,11 +684,15 @@ func (u *unionFS) isPrivateXattr(name string) bool {
 	if u.cfg.OverrideStat && name == OverrideXattr {
 		return true
 	}
-	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") ||
+		strings.HasPrefix(name, fuseOverlayfsPrefix) // rootless.go
 }
 
 // diskXattr maps a name as the mount shows it to the name on disk.
 func (u *unionFS) diskXattr(name string) string {
+	if enc, ok := u.encodeXattr(name); ok {
+		return enc
+	}
 	if !u.cfg.Raw && strings.HasPrefix(name, u.xattrPrefix) {
 		return u.xattrPrefix + "overlay." + name[len(u.xattrPrefix):]
 	}
@@ -697,6 +707,9 @@ func (u *unionFS) shownXattr(name string) (string, bool) {
 	}
 	if strings.HasPrefix(name, u.xattrPrefix+"overlay.") {
 		return u.xattrPrefix + name[len(u.xattrPrefix)+len("overlay."):], true
+	}
+	if dec, ok := u.decodeXattr(name); ok {
+		return dec, true
 	}
 	return name, !u.isPrivateXattr(name)
 }

@@ -77,6 +77,9 @@ func (d *node) prepareCreate(name string) (*target, syscall.Errno) {
 	var pst unix.Stat_t
 	if err := unix.Fstat(t.fd, &pst); err == nil {
 		t.parentMode, t.parentGid = pst.Mode, pst.Gid
+		if o := d.u.readOverride(t.fd, ""); o.set {
+			t.parentMode, t.parentGid = pst.Mode&unix.S_IFMT|o.perm, o.gid
+		}
 	}
 	return t, 0
 }
@@ -112,6 +115,7 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 	if !ok {
 		return nil
 	}
+	uid, gid = d.u.cfg.IDs.diskUID(uid), d.u.cfg.IDs.diskGID(gid)
 	g := int(gid)
 	if t.parentMode&unix.S_ISGID != 0 {
 		g = int(t.parentGid)
@@ -183,6 +187,7 @@ func (d *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 			}
 			unix.Close(f)
 			uid, gid, _ := callerOf(ctx)
+			uid, gid = d.u.cfg.IDs.diskUID(uid), d.u.cfg.IDs.diskGID(gid)
 			o := override{set: true, uid: uid, gid: gid, perm: mode & 0o7777, typ: typ, rdev: uint64(rdev)}
 			return d.u.writeOverride(fd, nm, o)
 		}
@@ -695,6 +700,7 @@ func (n *node) setOverride(fd int, name string, in *fuse.SetAttrIn) syscall.Errn
 	if !mok && !uok && !gok {
 		return 0
 	}
+	uid, gid = n.u.cfg.IDs.diskUID(uid), n.u.cfg.IDs.diskGID(gid)
 	var st unix.Stat_t
 	if errno := n.statNode(&st); errno != 0 {
 		return errno
@@ -791,10 +797,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if (uok || gok) && !n.u.cfg.OverrideStat {
 		su, sg := -1, -1
 		if uok {
-			su = int(uid)
+			su = int(n.u.cfg.IDs.diskUID(uid))
 		}
 		if gok {
-			sg = int(gid)
+			sg = int(n.u.cfg.IDs.diskGID(gid))
 		}
 		var err error
 		if name == "" {

@@ -88,7 +88,10 @@ func (u *unionFS) readOverride(dirfd int, name string) override {
 	}
 	v, err := getxattrAll(dirfd, name, OverrideXattr)
 	if err != nil {
-		return override{}
+		// what fuse-overlayfs -o xattr_permissions=2 writes (rootless.go)
+		if v, err = getxattrAll(dirfd, name, fuseOverlayfsOverrideXattr); err != nil {
+			return override{}
+		}
 	}
 	o, err := parseOverride(string(v))
 	if err != nil {

@@ -56,6 +56,8 @@ type Config struct {
 	// LayerInfo describes each lower (same order as Lowers) for the
 	// user.strata.layer xattr; empty means "lower N: PATH".
 	LayerInfo []string
+	// IDs maps owners between the layers and the mount (idmap.go).
+	IDs IDMapping
 }
 
 // LayerXattr is readable on every entry of a mount and names the layer that
@@ -163,6 +165,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 		u.lowers = append(u.lowers, l)
 		idx++
 	}
+	u.markUpper() // rootless.go
 	// The upper's device (or the top lower's) keeps raw inode numbers;
 	// other devices get their index in the top bits, as the kernel's xino.
 	first := u.layers()[0]

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -117,7 +116,7 @@ func openLayerDir(p string) (int, error) {
 
 func openUnion(src UpperLayers) (*unionSet, error) {
 	u := &unionSet{index: -1, prefix: "trusted.overlay."}
-	if os.Geteuid() != 0 {
+	if !Privileged() {
 		u.prefix = "user.overlay." // as fs does for unprivileged mounts
 	}
 	u.redirAttr = u.prefix + "redirect"
@@ -681,7 +680,7 @@ func (u *unionSet) dirMetaDiffers(m, l *uent) bool {
 
 // privateXattr: overlay bookkeeping (opaque, redirect, origin, index,
 // escaped user names) never goes into a layer.
-func privateXattr(name string) bool { return skipXattr(name) }
+func privateXattr(name string) bool { return skipXattr(name) && !encodedXattr(name) }
 
 // xattrsOf returns the non-private xattrs, sorted: of the directory or
 // regular file fd itself when name is "", else of entry name in directory

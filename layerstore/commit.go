@@ -113,7 +113,7 @@ func (s *Store) Commit(ctx context.Context, base *Image, o CommitOptions) (*Comm
 			if err := os.Mkdir(dest, 0o700); err != nil {
 				return fail(err)
 			}
-			eo := extractOptions{root0: os.Geteuid() == 0, warn: func(f string, a ...any) { log.Warnf(f, a...) }}
+			eo := extractOptions{root0: Privileged(), warn: func(f string, a ...any) { log.Warnf(f, a...) }}
 			if j.res, err = extractLayer(ctx, newLayer, dest, eo); err != nil {
 				return fail(err)
 			}

@@ -173,7 +173,12 @@ func (x *extractor) mkdirAll(dir string) (int, error) {
 		if errors.Is(err, unix.ENOENT) {
 			if err = unix.Mkdirat(fd, c, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
 				_ = unix.Fchmodat(fd, c, 0o755, 0)
-				nfd, err = openat2(fd, c, unix.O_PATH|unix.O_DIRECTORY)
+				if err == nil && !x.root0 {
+					err = x.setOverride(fd, c, overrideValue(0, 0, 0o755, "dir"))
+				}
+				if err == nil || errors.Is(err, unix.EEXIST) {
+					nfd, err = openat2(fd, c, unix.O_PATH|unix.O_DIRECTORY)
+				}
 			}
 		}
 		unix.Close(fd)
@@ -281,7 +286,12 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 		}
 		x.dropCacheUnder(path.Join(dir, target))
 		if err := unix.Mknodat(pfd, target, unix.S_IFCHR, 0); err != nil {
-			return fmt.Errorf("%q: whiteout: %w", name, err)
+			if !errors.Is(err, unix.EPERM) || x.root0 {
+				return fmt.Errorf("%q: whiteout: %w", name, err)
+			}
+			// Kernels before 5.8 refuse even 0/0 devices to a plain
+			// user: keep the OCI form, which every reader accepts.
+			return x.whiteoutFile(pfd, name, target, dir)
 		}
 		// Owner and times from the marker entry, so that the tree is a
 		// function of the tar alone.
@@ -394,6 +404,11 @@ func (x *extractor) dir(pfd int, name, base string, hdr *tar.Header, exists bool
 	if err := x.setXattrsFD(fd, name, hdr); err != nil {
 		return err
 	}
+	if !x.root0 {
+		if err := x.setOverride(fd, "", overrideValue(hdr.Uid, hdr.Gid, tarMode(hdr), "dir")); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
+	}
 	x.dirs[name] = dirMeta{mode: tarMode(hdr), atime: atime(hdr), mtime: hdr.ModTime}
 	x.entries = append(x.entries, x.entry(name, "d", hdr))
 	return nil
@@ -427,11 +442,16 @@ func (x *extractor) file(pfd int, name, base string, hdr *tar.Header, r io.Reade
 	if err := x.chown(fd, "", hdr, true); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, tarMode(hdr)); err != nil {
+	if err := unix.Fchmod(fd, x.diskMode(tarMode(hdr), false)); err != nil {
 		return fmt.Errorf("%q: chmod: %w", name, err)
 	}
 	if err := x.setXattrsFD(fd, name, hdr); err != nil {
 		return err
+	}
+	if !x.root0 {
+		if err := x.setOverride(fd, "", overrideValue(hdr.Uid, hdr.Gid, tarMode(hdr), "file")); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
 	}
 	e := x.entry(name, "f", hdr)
 	e.Size, e.SHA256 = n, hex.EncodeToString(x.fileSum.Sum(nil))
@@ -503,12 +523,11 @@ func (x *extractor) special(pfd int, name, base string, hdr *tar.Header) error {
 	default:
 		typ, t = unix.S_IFIFO, "p"
 	}
+	if !x.root0 {
+		return x.specialFile(pfd, name, base, hdr, t)
+	}
 	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 	if err := unix.Mknodat(pfd, base, typ|tarMode(hdr), int(dev)); err != nil {
-		if errors.Is(err, unix.EPERM) && !x.root0 && t != "p" {
-			x.warn("layer entry %q: device node skipped (not root)", name)
-			return nil
-		}
 		return fmt.Errorf("%q: mknod: %w", name, err)
 	}
 	if err := x.chown(pfd, base, hdr, false); err != nil {
@@ -549,7 +568,8 @@ func (x *extractor) chown(fd int, base string, hdr *tar.Header, emptyPath bool) 
 // skipXattr filters xattrs a layer must not carry: overlay's own (a layer
 // could otherwise fake opaque dirs, redirects or metacopy).
 func skipXattr(name string) bool {
-	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") ||
+		strings.HasPrefix(name, overrideXattrPrefix) // rootless owners and xattrs (rootless.go): never from a layer
 }
 
 func xattrs(hdr *tar.Header) [][2]string {
@@ -573,6 +593,7 @@ func (x *extractor) xattrErr(name, xn string, err error) error {
 
 func (x *extractor) setXattrsFD(fd int, name string, hdr *tar.Header) error {
 	for _, kv := range xattrs(hdr) {
+		kv[0] = x.xattrName(kv[0])
 		if err := unix.Fsetxattr(fd, kv[0], []byte(kv[1]), 0); err != nil {
 			if err := x.xattrErr(name, kv[0], err); err != nil {
 				return err
@@ -592,6 +613,7 @@ func (x *extractor) setXattrsPath(dirfd int, base, name string, hdr *tar.Header)
 	}
 	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + base
 	for _, kv := range xs {
+		kv[0] = x.xattrName(kv[0])
 		if err := unix.Lsetxattr(p, kv[0], []byte(kv[1]), 0); err != nil {
 			if errors.Is(err, unix.EPERM) && strings.HasPrefix(kv[0], "user.") {
 				// The kernel allows user.* only on regular files and directories.
@@ -619,6 +641,9 @@ func (x *extractor) setOpaque(dir string) error {
 // contents exist.
 func (x *extractor) finish() error {
 	x.dropCache()
+	if err := x.markRoot(); err != nil {
+		return err
+	}
 	paths := make([]string, 0, len(x.dirs))
 	for p := range x.dirs {
 		paths = append(paths, p)
@@ -639,7 +664,7 @@ func (x *extractor) finish() error {
 		if err != nil {
 			continue // replaced by a non-directory later in the tar
 		}
-		err = unix.Fchmod(fd, m.mode)
+		err = unix.Fchmod(fd, x.diskMode(m.mode, true))
 		if err == nil {
 			err = futimens(fd, m.atime, m.mtime)
 		}

@@ -221,7 +221,7 @@ func (s *Store) runJobs(ctx context.Context, st *staging, jobs []*layerJob, opts
 		firstErr error
 	)
 	sem := make(chan struct{}, opts.Parallel)
-	root0 := os.Geteuid() == 0
+	root0 := Privileged()
 	for i, j := range jobs {
 		wg.Add(1)
 		go func() {

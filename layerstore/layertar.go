@@ -162,6 +162,7 @@ func (e *layerWriter) write(r *changeRec) error {
 	if err != nil {
 		return fmt.Errorf("%s: xattrs: %w", r.path, err)
 	}
+	xs = applyOverride(hdr, overrideOf(xattrFd, xattrName), xs) // rootless.go
 	for _, kv := range xs {
 		if hdr.PAXRecords == nil {
 			hdr.PAXRecords = map[string]string{}

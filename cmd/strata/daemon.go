@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	strfs "github.com/strata-fs/strata/fs"
+	"github.com/strata-fs/strata/layerstore"
 )
 
 // readyFdEnv names the fd on which a background daemon reports that its
@@ -125,13 +126,19 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 	}
 	log.Infof("mounted %s (%d lower layers, %s)", dir, len(cfg.Lowers), writableText(cfg))
 	switch {
+	case !layerstore.Privileged():
+		log.Infof("passthrough off: it needs CAP_SYS_ADMIN in the initial user namespace; file data goes through the daemon and the page cache")
 	case cfg.NoPassthrough:
 		log.Infof("passthrough off (asked for)")
-	case os.Geteuid() != 0:
-		log.Infof("passthrough off: it needs CAP_SYS_ADMIN; file data goes through the daemon and the page cache")
+	}
+	if cfg.Rootless {
+		log.Infof("unprivileged: whiteouts and opaque directories in user.overlay.* xattrs or .wh. files")
 	}
 	if cfg.OverrideStat {
-		log.Infof("owners and modes kept in %s (unprivileged)", strfs.OverrideXattr)
+		log.Infof("owners, modes and devices kept in %s (unprivileged)", strfs.OverrideXattr)
+	}
+	if !cfg.IDs.Identity() {
+		log.Infof("id mapping: %s", cfg.IDs)
 	}
 	reportReady(nil)
 	sigs := make(chan os.Signal, 2)

@@ -21,12 +21,13 @@ var mountFlags struct {
 	noPT       bool
 	atLayer    int
 	layer      int
+	ids        idFlags
 }
 
 func init() {
 	register(&command{
 		name:    "mount",
-		usage:   "mount REF DIR [--upper DIR] [--read-only] [--at-layer N | --layer N] [-f] [--dev] [--suid]",
+		usage:   "mount REF DIR [--upper DIR] [--read-only] [--at-layer N | --layer N] [-f] [--dev] [--suid] [--uidmap C:H:N] [--gidmap C:H:N] [--squash-to-root | --squash-to-uid N --squash-to-gid N]",
 		summary: "mount an image with a writable layer (background by default)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&mountFlags.upper, "upper", "", "writable layer directory (default: one kept in the store for this image and mount point)")
@@ -37,6 +38,7 @@ func init() {
 			fs.IntVar(&mountFlags.atLayer, "at-layer", 0, "mount the image as it stood after its Nth layer (1 = bottom), read-only")
 			fs.IntVar(&mountFlags.layer, "layer", 0, "mount only layer N's own diff (1 = bottom), whiteouts shown as such, read-only")
 			fs.BoolVar(&mountFlags.noPT, "no-passthrough", false, "serve file data from the daemon instead of FUSE passthrough")
+			mountFlags.ids.register(fs)
 		},
 		run: runMount,
 	})
@@ -64,7 +66,13 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, Rootless: os.Geteuid() != 0, OverrideStat: os.Geteuid() != 0, NoPassthrough: mountFlags.noPT}
+	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, NoPassthrough: mountFlags.noPT}
+	// The store's layers were extracted with owners in the override xattr
+	// when we lack privileges (layerstore/rootless.go): present them.
+	unprivilegedConfig(&cfg, true)
+	if cfg.IDs, err = mountFlags.ids.mapping(); err != nil {
+		return err
+	}
 	nl := len(img.Layers)
 	switch {
 	case mountFlags.atLayer != 0 && mountFlags.layer != 0:

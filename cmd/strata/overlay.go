@@ -155,11 +155,20 @@ func runOverlayCompat(args []string) int {
 	if oa.debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	cfg := strfs.Config{Log: log, Rootless: os.Geteuid() != 0, OverrideStat: os.Geteuid() != 0}
+	// As fuse-overlayfs: a plain user keeps owners in the override xattr;
+	// root in a user namespace (rootless podman) chowns for real.
+	cfg := strfs.Config{Log: log, OverrideStat: os.Geteuid() != 0}
+	unprivilegedConfig(&cfg, false)
 	mo := strfs.MountOptions{FsName: "strata", AllowOther: os.Geteuid() == 0}
 	for _, o := range oa.opts {
 		key, val, _ := strings.Cut(o, "=")
 		val = unescapeOpt(val)
+		if ok, err := idOption(&cfg.IDs, key, val); ok { // rootless.go
+			if err != nil {
+				return fail(err)
+			}
+			continue
+		}
 		switch key {
 		case "lowerdir":
 			for _, l := range splitLowers(val) {

@@ -92,7 +92,8 @@ func resolveMountPath(store *layerstore.Store, arg string) (*target, error) {
 // Copies of hard-linked lower files in the mount's work/index are therefore
 // not seen: such a name shows its lower layer.
 func (tg *target) view() (*strfs.View, func(), error) {
-	cfg := strfs.Config{Lowers: tg.store.LowerDirs(tg.img), LayerInfo: layerInfo(tg.img), Rootless: os.Geteuid() != 0}
+	cfg := strfs.Config{Lowers: tg.store.LowerDirs(tg.img), LayerInfo: layerInfo(tg.img)}
+	unprivilegedConfig(&cfg, true) // rootless.go: owners as the mount shows them
 	cleanup := func() {}
 	if tg.rec != nil && tg.rec.Upper != "" && !tg.rec.ReadOnly {
 		var b [6]byte
