@@ -122,6 +122,9 @@ func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st
 		if err := unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0); err != nil {
 			return err
 		}
+		if err := u.ensureOverride(dirfd, name, srcfd, srcname, st); err != nil { // rootless.go
+			return err
+		}
 	}
 	if origin != 0 {
 		err := setxattrAt(dirfd, name, u.originXattr, []byte(strconv.FormatUint(origin, 10)), 0)

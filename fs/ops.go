@@ -120,7 +120,9 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 	if t.parentMode&unix.S_ISGID != 0 {
 		g = int(t.parentGid)
 	}
-	if uint32(unix.Geteuid()) == uid && unix.Getegid() == g {
+	// With overrides every new object gets one, even the daemon user's
+	// own: fuse-overlayfs refuses upper entries without (rootless.go).
+	if !d.u.cfg.OverrideStat && uint32(unix.Geteuid()) == uid && unix.Getegid() == g {
 		return nil
 	}
 	if d.u.cfg.OverrideStat {
@@ -128,8 +130,8 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 		if err := lstatAt(dirfd, name, &st); err != nil {
 			return err
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return nil // user xattrs cannot be set on symlinks
+		if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
+			return nil // user xattrs exist only on files and directories
 		}
 		o := override{set: true, uid: uid, gid: uint32(g), perm: st.Mode & 0o7777}
 		return d.u.writeOverride(dirfd, name, o)

@@ -71,3 +71,21 @@ func (u *unionFS) fuseOverlayfsOpaque(fd int) bool {
 	sz, err := unix.Fgetxattr(fd, fuseOverlayfsPrefix+"opaque", b[:])
 	return err == nil && sz == 1 && b[0] == 'y'
 }
+
+// ensureOverride gives a copied-up object an override when it came without
+// one (from a layer that kept owners on disk, or in fuse-overlayfs' own
+// xattr, which is not copied): fuse-overlayfs refuses upper entries of an
+// override-keeping upper that have none.
+func (u *unionFS) ensureOverride(dirfd int, name string, srcfd int, srcname string, st *unix.Stat_t) error {
+	if !u.cfg.OverrideStat {
+		return nil
+	}
+	if _, err := getxattrAll(dirfd, name, OverrideXattr); err == nil {
+		return nil
+	}
+	o := u.readOverride(srcfd, srcname)
+	if !o.set {
+		o = override{set: true, uid: st.Uid, gid: st.Gid, perm: st.Mode & 0o7777}
+	}
+	return u.writeOverride(dirfd, name, o)
+}

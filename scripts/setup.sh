@@ -24,6 +24,10 @@ PKGS=(
   buildah         # fixtures and sample image: building real images
   busybox-static  # fixtures and sample image: the image content
   runc            # fixtures/runc-smoke.sh: run a container on a mounted image
+  crun            # the other OCI runtime (podman's default; refused on hybrid cgroups)
+  podman          # integration/podman_test.go: strata as containers/storage's mount_program
+  uidmap          # newuidmap/newgidmap: rootless podman, user namespaces in the rootless tests
+  slirp4netns     # rootless podman networking (the tests use --network none)
   python3         # fixtures/tree-manifest.py
   jq              # fixtures, demo, CI
   git make        # build
