@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +113,16 @@ func reportReady(err error) {
 // the kernel has the mount (to record it), onExit after it is gone.
 func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptions, onMounted func() error, onExit func()) error {
 	raiseFileLimit(log)
+	if p := os.Getenv("STRATA_CPUPROFILE"); p != "" {
+		// A CPU profile of the daemon's whole life, for tuning.
+		if f, err := os.Create(p); err != nil {
+			log.Warnf("cpu profile: %v", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			log.Warnf("cpu profile: %v", err)
+		} else {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	srv, err := strfs.Mount(dir, cfg, mo)
 	if err != nil {
 		reportReady(err)
