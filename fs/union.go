@@ -53,6 +53,9 @@ type Config struct {
 	// the 0/0 devices they are, .wh. markers and overlay xattrs are visible,
 	// nothing is hidden (for looking at one layer's own diff).
 	Raw bool
+	// viewOnly: opened by a View, which only reads (work/ is not cleaned,
+	// so a View can look at the layers of a live mount).
+	viewOnly bool
 	// LayerInfo describes each lower (same order as Lowers) for the
 	// user.strata.layer xattr; empty means "lower N: PATH".
 	LayerInfo []string
@@ -227,6 +230,13 @@ func (u *unionFS) prepareWork() error {
 		return fmt.Errorf("workdir %s and upperdir %s are on different filesystems", u.cfg.Work, u.cfg.Upper)
 	}
 	u.work = wfd
+	if u.cfg.viewOnly {
+		// A View of a live mount reads the index and leaves work/ be.
+		if ifd, err := openDirAt(wfd, "index"); err == nil {
+			u.index = ifd
+		}
+		return nil
+	}
 	// Staging entries are ours; anything left is from a crash.
 	names, err := readNames(wfd)
 	if err != nil {

@@ -19,8 +19,10 @@ type View struct {
 	root *node
 }
 
-// NewView opens the layers of cfg (Upper may be set, read-only use only).
+// NewView opens the layers of cfg (Upper and Work may be those of a live
+// mount: a View only reads).
 func NewView(cfg Config) (*View, error) {
+	cfg.viewOnly = true
 	u, err := newUnionFS(cfg)
 	if err != nil {
 		return nil, err

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -85,25 +83,15 @@ func resolveMountPath(store *layerstore.Store, arg string) (*target, error) {
 }
 
 // view opens an fs.View of the target's layers, resolving exactly as the
-// mount does. A mount's writable layer is included; fs wants a work dir for
-// it, and the live mount's own must not be touched (fs cleans a work dir it
-// opens), so the view gets a private empty one inside it, named like fs's
-// staging entries so that the next mount removes it should we die first.
-// Copies of hard-linked lower files in the mount's work/index are therefore
-// not seen: such a name shows its lower layer.
+// mount does, the mount's writable layer included.
 func (tg *target) view() (*strfs.View, func(), error) {
 	cfg := strfs.Config{Lowers: tg.store.LowerDirs(tg.img), LayerInfo: layerInfo(tg.img)}
 	unprivilegedConfig(&cfg, true) // rootless.go: owners as the mount shows them
 	cleanup := func() {}
 	if tg.rec != nil && tg.rec.Upper != "" && !tg.rec.ReadOnly {
-		var b [6]byte
-		rand.Read(b[:])
-		work := filepath.Join(tg.rec.Work, fmt.Sprintf("#strata-view-%d-%s", os.Getpid(), hex.EncodeToString(b[:])))
-		if err := os.Mkdir(work, 0o700); err != nil {
-			return nil, nil, fmt.Errorf("view of %s: %w", tg.rec.Mountpoint, err)
-		}
-		cfg.Upper, cfg.Work = tg.rec.Upper, work
-		cleanup = func() { os.RemoveAll(work) }
+		// A View only reads: it can use the mount's own work dir and
+		// so sees copies of hard-linked files in work/index.
+		cfg.Upper, cfg.Work = tg.rec.Upper, tg.rec.Work
 	}
 	v, err := strfs.NewView(cfg)
 	if err != nil {
