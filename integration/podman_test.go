@@ -304,3 +304,73 @@ func runCmd(c *exec.Cmd, timeout time.Duration) (string, error) {
 		return buf.String(), fmt.Errorf("timed out after %v", timeout)
 	}
 }
+
+// buildah from + buildah run with the same storage.conf: as root, and
+// rootless as a throwaway user.
+func TestBuildahMountProgram(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("buildah"); err != nil {
+		t.Skip("buildah not installed (scripts/setup.sh installs it)")
+	}
+	fx := fixture(t, "busybox")
+	runtime := podmanRuntime(t)
+	flow := func(t *testing.T, archive, graph string, cmd func(args ...string) *exec.Cmd) {
+		t.Helper()
+		do := func(args ...string) string {
+			t.Helper()
+			out, err := runCmd(cmd(args...), 3*time.Minute)
+			if err != nil {
+				t.Fatalf("buildah %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return out
+		}
+		do("from", "--name", "strata-test", "docker-archive:"+archive)
+		out := do("run", "--runtime", runtime, "--network", "none", "strata-test", "--", "sh", "-c", podmanScript)
+		t.Logf("buildah run:\n%s", out)
+		for _, w := range podmanWant {
+			if !strings.Contains(out, w) {
+				t.Errorf("container output lacks %q", w)
+			}
+		}
+		do("rm", "strata-test")
+		do("rmi", "-a", "-f")
+		if ms := mountsUnder(graph); len(ms) > 0 {
+			t.Errorf("mounts left under %s: %v", graph, ms)
+		}
+	}
+	t.Run("root", func(t *testing.T) {
+		dir, err := os.MkdirTemp("/tmp", "strata-buildah-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		prog := filepath.Join(dir, "strata")
+		copyFile(t, strataBin, prog, 0o755)
+		env := append(os.Environ(), podmanEnv(t, dir, prog)...)
+		graph := filepath.Join(dir, "graph")
+		t.Cleanup(func() { unmountUnder(t, graph) })
+		flow(t, filepath.Join(fx, "busybox-docker-archive.tar"), graph, func(args ...string) *exec.Cmd {
+			c := exec.Command("buildah", args...)
+			c.Env = env
+			return c
+		})
+	})
+	t.Run("rootless", func(t *testing.T) {
+		u := throwawayUser(t)
+		dir := filepath.Join(u.dir, "buildah")
+		os.MkdirAll(filepath.Join(u.dir, "run"), 0o700)
+		os.Chown(filepath.Join(u.dir, "run"), u.uid, u.gid)
+		os.MkdirAll(dir, 0o755)
+		env := podmanEnv(t, dir, u.bin)
+		run(t, 10*time.Second, "chown", "-R", fmt.Sprintf("%d:%d", u.uid, u.gid), dir)
+		archive := filepath.Join(u.dir, "busybox.tar")
+		copyFile(t, filepath.Join(fx, "busybox-docker-archive.tar"), archive, 0o644)
+		graph := filepath.Join(dir, "graph")
+		t.Cleanup(func() { unmountUnder(t, graph) })
+		flow(t, archive, graph, func(args ...string) *exec.Cmd {
+			c := u.cmd(false, "buildah", args...)
+			c.Env = append(c.Env, env...)
+			return c
+		})
+	})
+}
