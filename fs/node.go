@@ -585,8 +585,14 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			return toErrno(err)
 		}
 		n.u.fillAttr(&out.Attr, &st, &n.Inode)
-		if _, p := n.Parent(); p == nil {
-			out.Nlink = 0 // unlinked while open
+		n.mu.Lock()
+		hl := n.hardLinked
+		n.mu.Unlock()
+		if _, p := n.Parent(); p == nil && !hl {
+			// Unlinked while open. (A name of a hard-linked file
+			// has an Inode of its own: the file lives on under its
+			// other names, with the link count fillAttr gave.)
+			out.Nlink = 0
 		}
 		n.attrTimeout(out)
 		return 0
