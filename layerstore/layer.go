@@ -129,6 +129,7 @@ func classify(err error) error {
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrTruncated):
 		return fmt.Errorf("%w: %w", ErrTruncated, err)
+	case errors.Is(err, ErrInvalidImage):
 	case errors.Is(err, tar.ErrHeader), errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum):
 		return fmt.Errorf("%w: %w", ErrInvalidImage, err)
 	}

@@ -281,7 +281,7 @@ func (s *Store) pullLayers(ctx context.Context, st *staging, jobs []*layerJob, o
 		queue <- item{i, j}
 	}
 	close(queue)
-	root0 := os.Geteuid() == 0
+	root0 := Privileged()
 	work := func(i int, j *layerJob) {
 		label, total := j.src.digest, j.src.size
 		s.pullEvent(o, ProgressEvent{Layer: label, State: LayerStarted, Total: total})

@@ -488,3 +488,87 @@ func TestRegistriesConfig(t *testing.T) {
 		t.Errorf("--insecure: scheme %v %v", r, err)
 	}
 }
+
+func TestPushOptions(t *testing.T) {
+	reg := newTestRegistry(t)
+	ti := testImage{layers: baseLayers(t), comp: []string{"gzip", "gzip"}, label: "options"}
+	reg.put(t, "src/app:1", ti)
+	s := newStore(t)
+	img := pullOK(t, s, reg.host+"/src/app:1", PullOptions{}).Image
+	ctx := context.Background()
+	manifestOf := func(ref string) v1.Manifest {
+		t.Helper()
+		r, _ := name.ParseReference(ref)
+		d, err := remote.Get(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := v1.ParseManifest(bytes.NewReader(d.Manifest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *m
+	}
+
+	// The registry has gzip blobs of both layers: used, unless zstd is forced.
+	p, err := s.Push(ctx, img, reg.host+"/dst/app:zstd", PushOptions{Registry: noAuth, Compression: CompressZstd})
+	if err != nil || p.Uploaded != 0 {
+		t.Fatalf("push --compression zstd: %+v %v, want the registry's gzip blobs reused", p, err)
+	}
+	p, err = s.Push(ctx, img, reg.host+"/dst/app:zstd-forced", PushOptions{Registry: noAuth, Compression: CompressZstd, ForceCompression: true})
+	if err != nil || p.Uploaded != 2 {
+		t.Fatalf("push --compression zstd --force-compression: %+v %v, want 2 uploaded", p, err)
+	}
+	for _, l := range manifestOf(reg.host + "/dst/app:zstd-forced").Layers {
+		if l.MediaType != types.OCILayerZStd {
+			t.Errorf("forced zstd push has a %s layer", l.MediaType)
+		}
+	}
+
+	// Docker manifests: docker media types; no zstd.
+	if _, err := s.Push(ctx, img, reg.host+"/dst/app:docker", PushOptions{Registry: noAuth, Format: PushDocker}); err != nil {
+		t.Fatal(err)
+	}
+	m := manifestOf(reg.host + "/dst/app:docker")
+	if m.MediaType != types.DockerManifestSchema2 || m.Config.MediaType != types.DockerConfigJSON || m.Layers[0].MediaType != types.DockerLayer {
+		t.Errorf("docker format: %s %s %s", m.MediaType, m.Config.MediaType, m.Layers[0].MediaType)
+	}
+	if _, err := s.Push(ctx, img, reg.host+"/dst/app:x", PushOptions{Registry: noAuth, Format: PushDocker, Compression: CompressZstd}); err == nil {
+		t.Errorf("docker format with zstd was accepted")
+	}
+
+	// A noted digest that the compressor no longer gives: the push notices,
+	// uploads a fresh blob and forgets the stale digest.
+	reg2 := newTestRegistry(t)
+	top := img.Layers[1].DiffID
+	stale := blobRecord{Digest: digestOf([]byte("not this blob")), Size: 13, Compression: CompressGzip, Generator: genGzip}
+	if err := s.updateDistribution(top, func(m *distributionMeta) bool { return m.merge(stale) }); err != nil {
+		t.Fatal(err)
+	}
+	p, err = s.Push(ctx, img, reg2.host+"/fresh/app:1", PushOptions{Registry: noAuth, Compression: CompressGzip, ForceCompression: true})
+	if err != nil || p.Uploaded != 2 {
+		t.Fatalf("push with a stale noted digest: %+v %v", p, err)
+	}
+	dm, _ := s.readDistribution(top)
+	if slices.ContainsFunc(dm.Blobs, func(b blobRecord) bool { return b.Digest == stale.Digest }) {
+		t.Errorf("the stale digest is still noted: %+v", dm.Blobs)
+	}
+	s2 := newStore(t)
+	if got := pullOK(t, s2, reg2.host+"/fresh/app:1", PullOptions{}).Image.ID; got != img.ID {
+		t.Errorf("image %s after the push, want %s", got, img.ID)
+	}
+
+	// A layer whose tar cannot be made again is an error naming it, and
+	// nothing is pushed under the tag.
+	if err := os.Remove(filepath.Join(s.layerPath(top), tarSplitFile)); err != nil {
+		t.Fatal(err)
+	}
+	reg3 := newTestRegistry(t)
+	if _, err := s.Push(ctx, img, reg3.host+"/x/app:1", PushOptions{Registry: noAuth}); !errors.Is(err, ErrNoTarSplit) || !strings.Contains(err.Error(), top) {
+		t.Errorf("push without tar-split: %v", err)
+	}
+	r, _ := name.ParseReference(reg3.host + "/x/app:1")
+	if _, err := remote.Get(r); err == nil {
+		t.Errorf("a manifest was pushed although a layer failed")
+	}
+}

@@ -40,6 +40,9 @@ type PushOptions struct {
 	// have yet: gzip (default), zstd or none. A blob the registry already
 	// has, or can mount from another repository, is used as it is.
 	Compression string
+	// ForceCompression uses only blobs of that compression, even when the
+	// registry has the layer in another one.
+	ForceCompression bool
 	// Format is the manifest's: PushOCI (default) or PushDocker.
 	Format string
 	// Jobs is how many layers upload at once (default 4).
@@ -301,6 +304,9 @@ func (p *pusher1) layer(ctx context.Context, l LayerInfo) (v1.Descriptor, error)
 				return v1.Descriptor{}, err
 			}
 		}
+		if p.o.ForceCompression && c.Compression != p.o.Compression {
+			continue
+		}
 		p.log.WithFields(logrus.Fields{"layer": l.DiffID, "blob": c.Digest}).Info("blob already in the repository")
 		p.event(ProgressEvent{Layer: l.DiffID, State: LayerReused, Total: l.Size})
 		p.count(func(r *PushResult) { r.Existing++ })
@@ -309,6 +315,9 @@ func (p *pusher1) layer(ctx context.Context, l LayerInfo) (v1.Descriptor, error)
 	}
 	// 2. A blob another repository of the registry has: mount it.
 	for _, c := range cands {
+		if p.o.ForceCompression && c.Compression != p.o.Compression {
+			continue
+		}
 		for _, from := range c.Repositories {
 			fromRepo, ok := sameRegistryRepo(from, p.repo)
 			if !ok {

@@ -62,7 +62,8 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	img, err := store.Resolve(ref)
+	// A registry reference that is not in the store is pulled first (mountpull.go).
+	img, err := resolveOrPull(g, store, ref)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 var pushFlags struct {
 	compression string
+	force       bool
 	manifest    string
 	jobs        int
 	insecure    bool
@@ -25,10 +26,11 @@ var pushFlags struct {
 func init() {
 	register(&command{
 		name:    "push",
-		usage:   "push REF [DEST] [--compression gzip|zstd|none] [--manifest-format oci|docker] [--jobs N] [--insecure]",
+		usage:   "push REF [DEST] [--compression gzip|zstd|none [--force-compression]] [--manifest-format oci|docker] [--jobs N] [--insecure]",
 		summary: "upload an image from the store to a registry (DEST registry/repo[:tag]; default REF itself)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&pushFlags.compression, "compression", "gzip", "compression of layers the registry does not have yet: gzip, zstd or none")
+			fs.BoolVar(&pushFlags.force, "force-compression", false, "use only blobs of that compression, even when the registry has the layer in another")
 			fs.StringVar(&pushFlags.manifest, "manifest-format", "oci", "manifest format: oci or docker (v2 schema 2)")
 			fs.IntVar(&pushFlags.jobs, "jobs", 4, "layers uploaded at once")
 			addInsecureFlag(fs, &pushFlags.insecure)
@@ -77,7 +79,7 @@ func runPush(g *globals, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := layerstore.PushOptions{Registry: ro, Compression: pushFlags.compression, Format: pushFlags.manifest, Jobs: pushFlags.jobs, Log: g.log}
+	o := layerstore.PushOptions{Registry: ro, Compression: pushFlags.compression, ForceCompression: pushFlags.force, Format: pushFlags.manifest, Jobs: pushFlags.jobs, Log: g.log}
 	var bars *barProgress
 	if isTerminal(os.Stderr) && g.logFormat == "text" {
 		bars = newBarProgress()
