@@ -114,6 +114,21 @@ func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (*PullResul
 	if err != nil {
 		return fail(err)
 	}
+	// A digest names content: when the store has it, there is nothing to fetch.
+	if pr.Digest != "" {
+		repos, err := s.loadRepos()
+		if err != nil {
+			return fail(err)
+		}
+		if id, ok := repos.get(pr); ok {
+			if img, err := s.loadImage(id, repos); err == nil {
+				for _, l := range img.Layers {
+					s.pullEvent(o, ProgressEvent{Layer: l.Digest, State: LayerReused, Total: l.Size})
+				}
+				return &PullResult{Ref: pr.String(), Digest: pr.Digest, Manifest: pr.Digest, Image: img, Reused: len(img.Layers)}, nil
+			}
+		}
+	}
 	repo := rref.Context()
 	reg := repo.RegistryStr()
 	puller, err := remote.NewPuller(o.Registry.remoteOptions(ctx, reg, o.Jobs)...)

@@ -164,10 +164,18 @@ func TestPullAndPushRoundTrip(t *testing.T) {
 	}
 	storeClean(t, s, 1)
 
-	// A second pull downloads nothing; the image is found by digest too.
-	res2 := pullOK(t, s, reg.host+"/team/app@"+mdig, PullOptions{})
+	// A second pull downloads nothing.
+	res2 := pullOK(t, s, ref, PullOptions{})
 	if res2.Downloaded != 0 || res2.Reused != 2 || res2.Image.ID != res.Image.ID {
 		t.Errorf("second pull: %+v", res2)
+	}
+	// A pull by a digest the store has does not even ask the registry.
+	var asked atomic.Int32
+	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool { asked.Add(1); return false })
+	res2 = pullOK(t, s, reg.host+"/team/app@"+mdig, PullOptions{})
+	reg.setFault(nil)
+	if res2.Image.ID != res.Image.ID || asked.Load() != 0 {
+		t.Errorf("pull by a stored digest: %+v, %d requests", res2, asked.Load())
 	}
 
 	// Push to another repository of the same registry: both blobs mount.
