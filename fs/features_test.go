@@ -199,3 +199,54 @@ func TestRawLayerShowsWhiteouts(t *testing.T) {
 		t.Errorf("opaque xattr: %q %v", buf[:n], err)
 	}
 }
+
+// AUFS/OCI-style markers in lower layers hide names and make directories
+// opaque, as the overlay forms do.
+func TestAUFSMarkersInLowers(t *testing.T) {
+	mnt, _, _ := mountUnion(t, func(l []string) {
+		// bottom (l[2]): a, d/x, o/old, keep
+		os.WriteFile(filepath.Join(l[2], "a"), []byte("a"), 0o644)
+		os.MkdirAll(filepath.Join(l[2], "d"), 0o755)
+		os.WriteFile(filepath.Join(l[2], "d", "x"), []byte("x"), 0o644)
+		os.MkdirAll(filepath.Join(l[2], "o"), 0o755)
+		os.WriteFile(filepath.Join(l[2], "o", "old"), []byte("o"), 0o644)
+		os.WriteFile(filepath.Join(l[2], "keep"), []byte("k"), 0o644)
+		// middle (l[1]): markers
+		os.WriteFile(filepath.Join(l[1], ".wh.a"), nil, 0o644)
+		os.MkdirAll(filepath.Join(l[1], "d"), 0o755)
+		os.WriteFile(filepath.Join(l[1], "d", ".wh.x"), nil, 0o644)
+		os.MkdirAll(filepath.Join(l[1], "o"), 0o755)
+		os.WriteFile(filepath.Join(l[1], "o", ".wh..wh..opq"), nil, 0o644)
+		os.WriteFile(filepath.Join(l[1], "o", "new"), []byte("n"), 0o644)
+		// top (l[0]): re-adds a
+		os.WriteFile(filepath.Join(l[0], "a"), []byte("top"), 0o644)
+	}, 3, Config{})
+	if b, err := os.ReadFile(filepath.Join(mnt, "a")); err != nil || string(b) != "top" {
+		t.Errorf("a: %q %v", b, err)
+	}
+	for _, p := range []string{"d/x", "o/old", ".wh.a", "d/.wh.x", "o/.wh..wh..opq"} {
+		if _, err := os.Lstat(filepath.Join(mnt, p)); !os.IsNotExist(err) {
+			t.Errorf("%s visible: %v", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "keep")); err != nil {
+		t.Errorf("keep: %v", err)
+	}
+	names := func(dir string) string {
+		ents, _ := os.ReadDir(filepath.Join(mnt, dir))
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return strings.Join(n, ",")
+	}
+	if got := names("d"); got != "" {
+		t.Errorf("d lists %q", got)
+	}
+	if got := names("o"); got != "new" {
+		t.Errorf("o lists %q", got)
+	}
+	if got := names(""); got != "a,d,keep,o" {
+		t.Errorf("root lists %q", got)
+	}
+}

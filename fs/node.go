@@ -255,6 +255,17 @@ func whitedOut(fd int, name string) bool {
 	return lstatAt(fd, ".wh."+name, &st) == nil
 }
 
+// markedOut reports whether any of the layer dirs hides name with an AUFS
+// marker.
+func markedOut(fds []int, name string) bool {
+	for _, fd := range fds {
+		if whitedOut(fd, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // resolve looks name up in directory d, top-down.
 func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 	raw := d.u.cfg.Raw
@@ -285,6 +296,8 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		}
 	}
 	d.mu.Unlock()
+	var missedBuf [8]int
+	missed := missedBuf[:0]
 	for i := 0; i < len(dirs); i++ {
 		dl := dirs[i]
 		if i < start && !dl.l.upper {
@@ -295,8 +308,10 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 		var st unix.Stat_t
 		err := lstatAt(dl.fd, name, &st)
 		if err == unix.ENOENT {
-			if !raw && whitedOut(dl.fd, name) {
-				break
+			// An AUFS ".wh.NAME" marker here matters only if a layer
+			// below has the name: probe for it then, not now.
+			if !raw {
+				missed = append(missed, dl.fd)
 			}
 			continue
 		}
@@ -304,6 +319,10 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 			r.closeDirs()
 			return nil, toErrno(err)
 		}
+		if markedOut(missed, name) {
+			break
+		}
+		missed = missed[:0]
 		if isWhiteout(&st) && !raw {
 			break
 		}

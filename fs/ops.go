@@ -53,14 +53,9 @@ func (d *node) prepareCreate(name string) (*target, syscall.Errno) {
 	if len(name) > 255 {
 		return nil, syscall.ENAMETOOLONG
 	}
-	r, errno := d.resolve(name)
-	if errno == 0 {
-		r.closeDirs()
-		return nil, syscall.EEXIST
-	}
-	if errno != syscall.ENOENT {
-		return nil, errno
-	}
+	// The kernel asks to create a name only after its own lookup found
+	// none, and every change to a name passes through it: no need to
+	// resolve the name through the layers again.
 	if errno := d.ensureUpper(); errno != 0 {
 		return nil, errno
 	}
@@ -137,15 +132,36 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 		return d.u.writeOverride(dirfd, name, o)
 	}
 	err := unix.Fchownat(dirfd, name, int(uid), g, unix.AT_SYMLINK_NOFOLLOW)
-	if err == unix.EPERM && unix.Geteuid() != 0 {
+	if err == unix.EPERM && d.u.euid != 0 {
 		return nil
 	}
 	return err
 }
 
-// newEntry looks up a name just created and fills out.
+// newEntry makes the node of an object just created in the upper under name
+// and fills out. A new object has no origin, index or lower instances (a new
+// directory in a merged one is opaque), so one stat describes it.
 func (d *node) newEntry(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return d.Lookup(ctx, name, out)
+	ufd := d.upperFd()
+	r := &resolved{name: name, layer: d.u.upper}
+	if err := lstatAt(ufd, name, &r.st); err != nil {
+		return nil, toErrno(err)
+	}
+	r.ino = d.u.ino(r.st.Dev, r.st.Ino)
+	if r.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		fd, err := openDirAt(ufd, name)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		r.dirs = []dirLayer{{l: d.u.upper, fd: fd}}
+		r.lowerPath = d.lowerPathOf() + "/" + name
+		r.ovr = d.u.readOverride(fd, "")
+	} else {
+		r.ovr = d.u.readOverride(ufd, name)
+	}
+	ch := d.childNode(ctx, r)
+	d.u.fillAttr(&out.Attr, &r.st, ch)
+	return ch, 0
 }
 
 // makeNode creates a non-directory with mk(dirfd, name) either directly in
@@ -305,18 +321,17 @@ func (u *unionFS) makeWhiteout(dirfd int, name string) error {
 // existsBelow reports whether a lower layer of d shows name, so that
 // removing the upper object needs a whiteout.
 func (d *node) existsBelow(name string) bool {
+	var missed []int
 	for _, dl := range d.snapshotDirs() {
 		if dl.l.upper {
 			continue
 		}
 		var st unix.Stat_t
 		if err := lstatAt(dl.fd, name, &st); err != nil {
-			if whitedOut(dl.fd, name) {
-				return false
-			}
+			missed = append(missed, dl.fd)
 			continue
 		}
-		return !isWhiteout(&st)
+		return !isWhiteout(&st) && !markedOut(missed, name)
 	}
 	return false
 }
@@ -689,7 +704,7 @@ func (d *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		d.finishCreate(tg)
 	}
 	d.u.adjustIndexNlink(key, +1)
-	return d.newEntry(ctx, name, out)
+	return d.Lookup(ctx, name, out) // the linked object keeps its origin
 }
 
 // setOverride records a chmod or chown in the override xattr: an

@@ -100,6 +100,8 @@ type unionFS struct {
 	hlMu    sync.Mutex
 	hlNodes map[uint64][]weak.Pointer[node] // per-name nodes of hard-linked lower files
 
+	euid    uint32 // the daemon's own ids, for new files' owners
+	egid    int
 	tmpSeq  atomic.Uint64
 	copyMu  sync.Mutex // serialises creation of upper directories
 	noWhDev bool       // mknod of whiteout devices refused: use .wh. files
@@ -108,6 +110,7 @@ type unionFS struct {
 func newUnionFS(cfg Config) (*unionFS, error) {
 	u := &unionFS{cfg: cfg, work: -1, index: -1, devIdx: map[uint64]uint64{}, gens: map[uint64]uint64{}, hlNodes: map[uint64][]weak.Pointer[node]{}}
 	u.log = cfg.Log
+	u.euid, u.egid = uint32(unix.Geteuid()), unix.Getegid()
 	if u.log == nil {
 		u.log = logrus.New()
 		u.log.SetLevel(logrus.WarnLevel)
