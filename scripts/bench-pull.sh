@@ -23,7 +23,7 @@
 #
 # Environment:
 #   BENCH_RUNS=3           runs per rate (medians and min/max are reported)
-#   BENCH_RATES="0 40"     link rates in MB/s; 0 is the plain loopback
+#   BENCH_RATES="0 40 12"  link rates in MB/s (12 is about 100 Mbit/s); 0 is the plain loopback
 #   BENCH_IMAGE=debian     fixture image (debian or busybox)
 #   BENCH_JOBS=4           strata pull --jobs
 #   REGISTRY_PORT          port (default: 5055, or a free one when taken)
@@ -40,7 +40,7 @@ log() { printf '[bench-pull %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'FATAL: %s\n' "$*" >&2; exit 1; }
 
 RUNS=${BENCH_RUNS:-3}
-RATES=${BENCH_RATES:-"0 40"}
+RATES=${BENCH_RATES:-"0 40 12"}
 IMAGE=${BENCH_IMAGE:-debian}
 JOBS=${BENCH_JOBS:-4}
 FIX=${STRATA_FIXTURES:-/tmp/strata-fixtures}
