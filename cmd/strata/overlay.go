@@ -87,40 +87,26 @@ func parseOverlayArgs(args []string) (*overlayArgs, error) {
 }
 
 // splitOptions splits a -o value at commas not escaped with a backslash.
-func splitOptions(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			cur.WriteByte(s[i])
-			cur.WriteByte(s[i+1])
-			i++
-		case s[i] == ',':
-			if cur.Len() > 0 {
-				out = append(out, cur.String())
-			}
-			cur.Reset()
-		default:
-			cur.WriteByte(s[i])
-		}
-	}
-	if cur.Len() > 0 {
-		out = append(out, cur.String())
-	}
-	return out
-}
+func splitOptions(s string) []string { return splitEscaped(s, ',', true) }
 
 // splitLowers splits lowerdir at colons not escaped with a backslash.
-func splitLowers(s string) []string {
+func splitLowers(s string) []string { return splitEscaped(s, ':', false) }
+
+// splitEscaped splits s at sep where it is not escaped with a backslash,
+// dropping empty fields; keep says whether escapes stay in the fields (for a
+// second split) or are resolved.
+func splitEscaped(s string, sep byte, keep bool) []string {
 	var out []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch {
 		case s[i] == '\\' && i+1 < len(s):
+			if keep {
+				cur.WriteByte(s[i])
+			}
 			cur.WriteByte(s[i+1])
 			i++
-		case s[i] == ':':
+		case s[i] == sep:
 			if cur.Len() > 0 {
 				out = append(out, cur.String())
 			}
