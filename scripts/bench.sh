@@ -41,6 +41,12 @@
 #   STRATA_BIN=PATH     benchmark this binary (default: build the working tree)
 #   BENCH_STRATA_REV=REV build this committed revision instead (git archive)
 #   STRATA_FIXTURES     fixture cache (default /tmp/strata-fixtures)
+#   BENCH_OPS=1         count the FUSE requests each workload sends to strata and
+#                       fuse-overlayfs (perf stat of the tracepoint fuse:fuse_request_send)
+#   BENCH_PERF=1        perf record -g the daemon in each measured command; the
+#                       profiles go to $BENCH_OUT/perf (timings then carry perf's cost)
+#   BENCH_STRACE=1      strace -c -f the daemon in each measured command; the syscall
+#                       summaries go to $BENCH_OUT/strace (timings are then meaningless)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -58,6 +64,21 @@ MOUNT_REPS=${BENCH_MOUNT_REPS:-5}
 
 bench_checks
 bench_tmp
+[ "${BENCH_OPS:-0}" = 1 ] && ops_init
+PERF_OUT=
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+  command -v perf >/dev/null || die "BENCH_PERF=1: perf not found (apt-get install linux-perf)"
+  [ -n "${BENCH_OUT:-}" ] || die "BENCH_PERF=1 needs BENCH_OUT=DIR for the profiles"
+  PERF_OUT=$BENCH_OUT/perf
+  mkdir -p "$PERF_OUT"
+fi
+STRACE_OUT=
+if [ "${BENCH_STRACE:-0}" = 1 ]; then
+  command -v strace >/dev/null || die "BENCH_STRACE=1: strace not found"
+  [ -n "${BENCH_OUT:-}" ] || die "BENCH_STRACE=1 needs BENCH_OUT=DIR for the summaries"
+  STRACE_OUT=$BENCH_OUT/strace
+  mkdir -p "$STRACE_OUT"
+fi
 RESULTS=$BT/results.tsv
 : >"$RESULTS"
 START=$(date +%s)

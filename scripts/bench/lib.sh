@@ -43,6 +43,7 @@ bench_mounts_below() { # mount points below $1, deepest first
 bench_cleanup() {
   local rc=$? m pid i left
   trap - EXIT INT TERM
+  ops_cleanup
   [ -n "$BT" ] && [ -d "$BT" ] || exit $rc
   for i in 1 2 3; do
     for m in $(bench_mounts_below "$BT"); do
@@ -203,7 +204,7 @@ daemon_pid() {
 mount_fs() {
   local fs=$1 lowers=${2:-$LOWERS} t0 t1
   local opts="lowerdir=$lowers,upperdir=$D/upper,workdir=$D/work"
-  PID=
+  PID= CONN=
   t0=$EPOCHREALTIME
   case $fs in
     strata) "$STRATA" -o "$opts" "$M" ;;
@@ -217,10 +218,14 @@ mount_fs() {
   if [ "$fs" != plain ]; then
     mountpoint -q "$M" || die "$fs: $M is not a mount point after mounting"
   fi
+  CONN=
   case $fs in
     strata | fuse-overlayfs)
       PID=$(daemon_pid "$M") || die "$fs: no daemon found for $M"
       BENCH_PIDS+=("$PID")
+      local mm
+      mm=$(mountpoint -d "$M") # MAJOR:MINOR; the tracepoint has the kernel's dev_t
+      CONN=$(((${mm%%:*} << 20) | ${mm##*:}))
       ;;
   esac
 }
@@ -241,6 +246,86 @@ umount_fs() {
     [ -d "/proc/$PID" ] && log "WARNING: $fs daemon $PID still running after unmount"
   fi
   rm -rf --one-file-system "$D"
+}
+
+# ---------------------------------------------------------------- FUSE request counts
+# BENCH_OPS=1: the kernel's fuse:fuse_request_send tracepoint, counted by
+# `perf stat -a` with one filter per opcode on the mount's connection while a
+# measured command runs. Counts what reaches the daemon, i.e. what the
+# kernel's caches did not answer.
+OPS=
+ops_init() {
+  command -v perf >/dev/null || die "BENCH_OPS=1: perf not found (apt-get install linux-perf)"
+  perf list 2>/dev/null | grep -c 'fuse:fuse_request_send' >/dev/null ||
+    die "BENCH_OPS=1: this kernel has no fuse:fuse_request_send tracepoint"
+  OPS=1
+}
+ops_cleanup() { :; }
+# ops_start: perf stat of every opcode on connection $CONN, in the background
+ops_start() {
+  local op args=()
+  for op in "${!OPNAMES[@]}"; do
+    [[ ${OPNAMES[$op]} =~ ^[A-Z] ]] || continue
+    args+=(-e fuse:fuse_request_send --filter "connection == $CONN && opcode == $op")
+  done
+  perf stat -a -x, -o "$D/ops.csv" "${args[@]}" >/dev/null 2>&1 &
+  OPS_PID=$!
+  BENCH_PIDS+=("$OPS_PID")
+  sleep 1 # counting
+}
+# ops_stop NAME: one "ops" result per opcode seen
+ops_stop() {
+  kill -INT "$OPS_PID" 2>/dev/null || true
+  wait "$OPS_PID" 2>/dev/null || true
+  local i=0 op n
+  local -a ops=()
+  for op in "${!OPNAMES[@]}"; do [[ ${OPNAMES[$op]} =~ ^[A-Z] ]] && ops+=("${OPNAMES[$op]}"); done
+  while IFS=, read -r n _; do
+    [[ $n =~ ^[0-9]+$ ]] || { [[ $n == "<not counted>" || $n == "<not supported>" ]] && i=$((i + 1)); continue; }
+    [ "$n" -gt 0 ] && record ops "$1:${ops[$i]}" "$n"
+    i=$((i + 1))
+  done < <(grep -v '^#' "$D/ops.csv" | grep -v '^$')
+  rm -f "$D/ops.csv"
+}
+OPNAMES=(0 LOOKUP FORGET GETATTR SETATTR READLINK SYMLINK 7 MKNOD MKDIR UNLINK RMDIR RENAME LINK OPEN
+  READ WRITE STATFS RELEASE 19 FSYNC SETXATTR GETXATTR LISTXATTR REMOVEXATTR FLUSH INIT OPENDIR READDIR
+  RELEASEDIR FSYNCDIR GETLK SETLK SETLKW ACCESS CREATE INTERRUPT BMAP DESTROY IOCTL POLL NOTIFY_REPLY
+  BATCH_FORGET FALLOCATE READDIRPLUS RENAME2 LSEEK COPY_FILE_RANGE SETUPMAPPING REMOVEMAPPING SYNCFS
+  TMPFILE STATX)
+# ---------------------------------------------------------------- perf profiles
+# BENCH_PERF=1: perf record -g of the daemon during each measured command;
+# profiles (perf.data and two text reports) go to $BENCH_OUT/perf. Timings
+# taken meanwhile carry perf's overhead.
+perf_start() {
+  PERF_DATA=$PERF_OUT/$1-$CUR_FS-r$CUR_RUN.data
+  perf record -q -F "${BENCH_PERF_FREQ:-1999}" -g -p "$PID" -o "$PERF_DATA" >/dev/null 2>&1 &
+  PERF_PID=$!
+  BENCH_PIDS+=("$PERF_PID")
+  sleep 1 # attached
+}
+perf_stop() {
+  kill -INT "$PERF_PID" 2>/dev/null || true
+  wait "$PERF_PID" 2>/dev/null || true
+  local base=${PERF_DATA%.data}
+  perf report -i "$PERF_DATA" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.7 \
+    >"$base.self.txt" 2>/dev/null || true
+  perf report -i "$PERF_DATA" --stdio --children --sort symbol -g none --percent-limit 3 \
+    >"$base.children.txt" 2>/dev/null || true
+}
+
+# BENCH_STRACE=1: strace -c -f of the daemon during each measured command (the
+# syscalls it makes per workload); summaries go to $BENCH_OUT/strace. Timings
+# taken meanwhile carry strace's (large) overhead.
+strace_start() {
+  STRACE_TXT=$STRACE_OUT/$1-$CUR_FS-r$CUR_RUN.txt
+  strace -c -f -qq -p "$PID" -o "$STRACE_TXT" &
+  STRACE_PID=$!
+  BENCH_PIDS+=("$STRACE_PID")
+  sleep 1 # attached
+}
+strace_stop() {
+  kill -INT "$STRACE_PID" 2>/dev/null || true
+  wait "$STRACE_PID" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- measuring
@@ -270,12 +355,18 @@ record() {
 measure() {
   local name=$1 t0 t1 c0 c1 wall
   shift
+  [ -n "$OPS" ] && [ -n "$CONN" ] && ops_start
+  [ -n "${PERF_OUT:-}" ] && [ -n "$PID" ] && perf_start "$name"
+  [ -n "${STRACE_OUT:-}" ] && [ -n "$PID" ] && strace_start "$name"
   c0=$(cpu_ticks)
   MEASURED_S=
   t0=$EPOCHREALTIME
   "$@" || die "$CUR_FS: $name failed: $*"
   t1=$EPOCHREALTIME
   c1=$(cpu_ticks)
+  [ -n "${STRACE_OUT:-}" ] && [ -n "$PID" ] && strace_stop
+  [ -n "${PERF_OUT:-}" ] && [ -n "$PID" ] && perf_stop
+  [ -n "$OPS" ] && [ -n "$CONN" ] && ops_stop "$name"
   wall=$(usdiff "$t0" "$t1")
   record time "$name" "${MEASURED_S:-$wall}" "$(awk -v t=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')"
 }

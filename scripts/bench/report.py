@@ -117,6 +117,16 @@ def main():
     if ref_cp_sync is not None:
         print("%-20s %3d %9s %9s %9s %9s" % ("ref: cp+fsync 1g", nruns("time", "ref_cp_reflink_auto_fsync_1g"), "", "", "", fmt(ref_cp_sync)))
 
+    print()
+    print("Spread over runs (max/min) — how noisy each figure is:")
+    print("%-20s %9s %9s %9s %9s" % ("workload", "strata", "fuse-ovl", "kernel", "plain"))
+    for w in times:
+        cells = []
+        for x in SYSTEMS:
+            v = vals.get(("time", w, x))
+            cells.append("%.2f" % (max(v) / min(v)) if v and min(v) > 0 and len(v) > 1 else "-")
+        print("%-20s %9s %9s %9s %9s" % tuple([w] + cells))
+
     mems = sorted({w for (k, w, s) in vals if k == "mem"})
     if mems:
         print()
@@ -141,6 +151,23 @@ def main():
         if s is None and fo is None:
             continue
         print("%-20s %9s %9s %9s" % (w, fmt(s), fmt(fo), fmt(ratio(s, fo))))
+
+    ops = collections.defaultdict(dict)
+    for (k, w, x), v in vals.items():
+        if k == "ops":
+            wl, op = w.split(":", 1)
+            ops[wl][(op, x)] = statistics.median(v)
+    if ops:
+        print()
+        print("FUSE requests sent to the daemon (fuse:fuse_request_send, median per workload):")
+        print("%-20s %-14s %9s %9s %7s" % ("workload", "opcode", "strata", "fuse-ovl", "s/fo"))
+        for w in [w for w in times if w in ops] + sorted(w for w in ops if w not in times):
+            opnames = sorted({op for (op, _x) in ops[w]},
+                             key=lambda op: -max(ops[w].get((op, "strata"), 0), ops[w].get((op, "fuse-overlayfs"), 0)))
+            for op in opnames:
+                s_, fo_ = ops[w].get((op, "strata")), ops[w].get((op, "fuse-overlayfs"))
+                print("%-20s %-14s %9s %9s %7s" % (w, op, "%d" % s_ if s_ is not None else "-",
+                                                   "%d" % fo_ if fo_ is not None else "-", fmt(ratio(s_, fo_))))
 
     counts = sorted({w for (k, w, s) in vals if k == "info"})
     if counts:
