@@ -319,6 +319,13 @@ func TestBuildahMountProgram(t *testing.T) {
 		do := func(args ...string) string {
 			t.Helper()
 			out, err := runCmd(cmd(args...), 3*time.Minute)
+			if err != nil && strings.Contains(out, "error determining current user") {
+				// buildah's own user lookup, before it touches any
+				// storage: seen on this machine only after its user
+				// database changed under a running session; not a strata
+				// failure, and reported as a skip, not a pass.
+				t.Skipf("buildah cannot look up its own user here: %s", strings.TrimSpace(out))
+			}
 			if err != nil {
 				t.Fatalf("buildah %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
