@@ -45,6 +45,14 @@ bench_cleanup() {
   trap - EXIT INT TERM
   ops_cleanup
   [ -n "$BT" ] && [ -d "$BT" ] || exit $rc
+  if [ "$rc" != 0 ] && [ -s "${RESULTS:-}" ]; then
+    # keep what was measured before the failure or signal
+    local keep=${BENCH_OUT:-${BENCH_DIR:-/tmp}}
+    mkdir -p "$keep"
+    cp "$RESULTS" "$keep/results.partial.$$.tsv" &&
+      printf 'bench: exit %s; the results so far are in %s (scripts/bench/report.py FILE)\n' \
+        "$rc" "$keep/results.partial.$$.tsv" >&2
+  fi
   for i in 1 2 3; do
     for m in $(bench_mounts_below "$BT"); do
       umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || true
