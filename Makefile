@@ -6,7 +6,8 @@
 #   make lint         gofmt, go vet, staticcheck
 #   make fuzz         every Fuzz* target in the repo for FUZZTIME (default 2m) each
 #   make fixtures     build the shared real-tool fixture images into FIXTURES_DIR (needs root)
-#   make bench        scripts/bench.sh; make bench-NAME: scripts/bench-NAME.sh (not written yet)
+#   make bench        scripts/bench.sh; make bench-NAME: scripts/bench-NAME.sh
+#   make stress       the reliability suite (TestReliability*) in its long form (STRATA_STRESS=1)
 #
 # Works under sudo: Go is looked up on PATH, then in /usr/local/go/bin.
 
@@ -36,7 +37,7 @@ INTEGRATION_RUN ?= .
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: build test test-unit test-integration bench demo lint fuzz fixtures clean
+.PHONY: build test test-unit test-integration bench demo lint fuzz fixtures stress clean
 
 build:
 	$(GO) build -o bin/strata ./cmd/strata
@@ -63,6 +64,16 @@ test-integration:
 bench:
 	@if [ -f scripts/bench.sh ]; then exec bash scripts/bench.sh; fi; \
 	echo "bench: not yet written"; exit 1
+
+# The reliability tests (issue 6) are all named TestReliability*; CI runs their
+# short form inside `make test`, STRATA_STRESS=1 selects the long one (kill -9
+# rounds, fsstress minutes, fsx operations: see each test's doc comment).
+STRESS_RUN ?= TestReliability
+STRESS_TIMEOUT ?= 180m
+stress:
+	@if [ "$$(id -u)" = 0 ]; then ./scripts/fixtures.sh busybox debian; fi
+	STRATA_STRESS=1 $(GO) test -tags integration -v -count=1 -timeout $(STRESS_TIMEOUT) \
+		-run '$(STRESS_RUN)' ./integration/...
 
 # make bench-import, bench-mount, ...: scripts/bench-NAME.sh
 bench-%:
