@@ -199,7 +199,9 @@ func raiseFileLimit(log *logrus.Logger) {
 }
 
 // unmountDir unmounts a strata mount, also one whose daemon died
-// ("transport endpoint is not connected").
+// ("transport endpoint is not connected"). A dead mount that some process
+// still holds open (EBUSY) is detached lazily: it can serve nobody any more,
+// and the kernel frees it when the last holder lets go.
 func unmountDir(dir string) error {
 	var errs []string
 	if os.Geteuid() == 0 {
@@ -217,7 +219,53 @@ func unmountDir(dir string) error {
 		return nil
 	}
 	errs = append(errs, strings.TrimSpace(string(out)))
+	if deadMount(dir) {
+		if err := detachMount(dir); err == nil {
+			return nil
+		} else {
+			errs = append(errs, err.Error())
+		}
+	}
 	return fmt.Errorf("unmount %s: %s", dir, strings.Join(errs, "; "))
+}
+
+// deadMount reports whether dir is a FUSE mount whose daemon is gone: the
+// kernel answers ENOTCONN (ECONNABORTED while aborting). statfs always asks
+// the daemon, where stat may be answered from cached attributes.
+func deadMount(dir string) bool {
+	fstype, ok := mountInfoFor(dir)
+	if !ok || !strings.HasPrefix(fstype, "fuse") {
+		return false
+	}
+	var st unix.Statfs_t
+	err := unix.Statfs(dir, &st)
+	return err == unix.ENOTCONN || err == unix.ECONNABORTED
+}
+
+// detachMount lazily unmounts dir (umount -l).
+func detachMount(dir string) error {
+	if os.Geteuid() == 0 {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err == nil {
+			return nil
+		}
+	}
+	if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("detach %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// recoverDeadMount clears a dead FUSE mount at dir (its daemon was killed)
+// so that a new mount can take the mount point without a reboot; stacking
+// the new mount on the dead one would leave it behind for ever.
+func recoverDeadMount(log *logrus.Logger, dir string) error {
+	for i := 0; i < 8 && deadMount(dir); i++ { // one layer per dead mount stacked there
+		log.Warnf("%s: the daemon of the mount there is gone (transport endpoint is not connected): detaching it", dir)
+		if err := unmountDir(dir); err != nil {
+			return fmt.Errorf("recovering dead mount %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // isMountpoint reports whether dir is a FUSE mount point of strata.

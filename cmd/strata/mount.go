@@ -53,6 +53,9 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := recoverDeadMount(g.log, dir); err != nil {
+		return err
+	}
 	if st, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("mount point %s: %w", dir, err)
 	} else if !st.IsDir() {

@@ -225,6 +225,9 @@ func runOverlayCompat(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	if err := recoverDeadMount(log, dir); err != nil {
+		return fail(err)
+	}
 	if !inDaemon() && !oa.foreground {
 		if err := daemonize(args, ""); err != nil {
 			return fail(err)
