@@ -43,6 +43,13 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 	var out []mergedEntry
 	for _, dl := range dirs {
 		ents, err := readDirents(dl.fd)
+		if err == unix.ENOENT && !dl.l.upper {
+			// The directory was removed from its lower layer under
+			// the live mount (which overlayfs leaves undefined): it
+			// holds nothing now, and the other layers still list.
+			d.u.log.Warnf("%s: a directory of this layer was removed under the mount; listing the other layers", d.u.describeLayer(dl.l))
+			continue
+		}
 		if err != nil {
 			return nil, toErrno(err)
 		}
