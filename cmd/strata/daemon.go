@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -152,6 +153,7 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 		log.Infof("id mapping: %s", cfg.IDs)
 	}
 	reportReady(nil)
+	logGoroutinesOnSignal(log)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
@@ -174,6 +176,24 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 	}
 	log.Infof("unmounted %s", dir)
 	return nil
+}
+
+// logGoroutinesOnSignal makes SIGUSR1 log the daemon's goroutine count (and,
+// at debug level, their stacks), so that a test or an operator can tell a
+// leak from a busy mount without a debugger.
+func logGoroutinesOnSignal(log *logrus.Logger) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			log.Infof("SIGUSR1: %d goroutines", runtime.NumGoroutine())
+			if log.IsLevelEnabled(logrus.DebugLevel) {
+				var b strings.Builder
+				pprof.Lookup("goroutine").WriteTo(&b, 1)
+				log.Debugf("goroutines:\n%s", b.String())
+			}
+		}
+	}()
 }
 
 func writableText(cfg strfs.Config) string {
