@@ -230,7 +230,7 @@ func (d *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return ch, d.u.newFile(ffd, true), 0, 0
+	return ch, d.u.newFile(ffd, true), noFlush, 0
 }
 
 func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
