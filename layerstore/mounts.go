@@ -96,7 +96,18 @@ func pidAlive(pid int) bool {
 		return false
 	}
 	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
+	if err != nil && !errors.Is(err, unix.EPERM) {
+		return false
+	}
+	// A daemon killed with SIGKILL stays a zombie until it is reaped, and
+	// a zombie serves nothing: its mount is dead.
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }
 
 // mountinfoPath is a variable for tests.
