@@ -120,6 +120,51 @@ func cleanName(name string) (string, error) {
 	return p, nil
 }
 
+// whiteoutKind is what a layer entry's name says about whiteouts.
+type whiteoutKind int
+
+const (
+	notWhiteout  whiteoutKind = iota // an ordinary entry
+	whiteoutFile                     // .wh.NAME: NAME is deleted from the layers below
+	opaqueMarker                     // .wh..wh..opq: its directory hides the layers below
+	aufsMeta                         // .wh..wh.* (plnk, aufs) or anything under it: AUFS bookkeeping
+)
+
+// decodeWhiteout classifies a layer entry by its cleaned path (as
+// cleanName returns it) and gives what it acts on: for whiteoutFile the
+// path of the hidden entry, for opaqueMarker the directory ("" is the
+// layer root). It is a pure function of the name, so it can be fuzzed on
+// its own. Names no layer can mean are refused with ErrUnsafePath: a
+// whiteout of "", "." or "..", and a path that goes through a whiteout or
+// opaque marker as if it were a directory.
+func decodeWhiteout(name string) (whiteoutKind, string, error) {
+	comps := strings.Split(name, "/")
+	for _, c := range comps[:len(comps)-1] {
+		if !strings.HasPrefix(c, ".wh.") {
+			continue
+		}
+		if strings.HasPrefix(c, ".wh..wh.") && c != ".wh..wh..opq" {
+			return aufsMeta, "", nil
+		}
+		return notWhiteout, "", unsafePath(name, "whiteout marker used as a directory")
+	}
+	base := comps[len(comps)-1]
+	dir := strings.Join(comps[:len(comps)-1], "/")
+	switch {
+	case !strings.HasPrefix(base, ".wh."):
+		return notWhiteout, "", nil
+	case base == ".wh..wh..opq":
+		return opaqueMarker, dir, nil
+	case strings.HasPrefix(base, ".wh..wh."):
+		return aufsMeta, "", nil
+	}
+	hidden := base[len(".wh."):]
+	if hidden == "" || hidden == "." || hidden == ".." {
+		return notWhiteout, "", unsafePath(name, "bad whiteout name")
+	}
+	return whiteoutFile, path.Join(dir, hidden), nil
+}
+
 const resolveHow = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
 func openat2(dirfd int, p string, flags uint64) (int, error) {
@@ -262,46 +307,49 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 	dir = strings.TrimSuffix(dir, "/")
 
 	// Whiteouts, OCI/AUFS form -> overlay form.
-	if strings.HasPrefix(base, ".wh.") {
+	kind, target, err := decodeWhiteout(name)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case aufsMeta:
+		return nil // AUFS bookkeeping (.wh..wh.plnk/..., .wh..wh.aufs): docker skips it too
+	case opaqueMarker:
+		if _, err := x.parent(dir, true); err != nil {
+			return err
+		}
+		if err := x.setOpaque(dir); err != nil {
+			return fmt.Errorf("%q: opaque: %w", name, err)
+		}
+		x.entries = append(x.entries, contentEntry{Path: dir, Type: "o"})
+		return nil
+	case whiteoutFile:
 		pfd, err := x.parent(dir, true)
 		if err != nil {
 			return err
 		}
-		if base == ".wh..wh..opq" {
-			if err := x.setOpaque(dir); err != nil {
-				return fmt.Errorf("%q: opaque: %w", name, err)
-			}
-			x.entries = append(x.entries, contentEntry{Path: dir, Type: "o"})
-			return nil
-		}
-		if strings.HasPrefix(base, ".wh..wh.") {
-			return nil // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
-		}
-		target := base[len(".wh."):]
-		if target == "" || target == "." || target == ".." {
-			return unsafePath(name, "bad whiteout name")
-		}
-		if err := removeAt(pfd, target); err != nil {
+		hidden := path.Base(target)
+		if err := removeAt(pfd, hidden); err != nil {
 			return fmt.Errorf("%q: %w", name, err)
 		}
-		x.dropCacheUnder(path.Join(dir, target))
-		if err := unix.Mknodat(pfd, target, unix.S_IFCHR, 0); err != nil {
+		x.dropCacheUnder(target)
+		if err := unix.Mknodat(pfd, hidden, unix.S_IFCHR, 0); err != nil {
 			if !errors.Is(err, unix.EPERM) || x.root0 {
 				return fmt.Errorf("%q: whiteout: %w", name, err)
 			}
 			// Kernels before 5.8 refuse even 0/0 devices to a plain
 			// user: keep the OCI form, which every reader accepts.
-			return x.whiteoutFile(pfd, name, target, dir)
+			return x.whiteoutFile(pfd, name, hidden, dir)
 		}
 		// Owner and times from the marker entry, so that the tree is a
 		// function of the tar alone.
-		if err := x.chown(pfd, target, hdr, false); err != nil {
+		if err := x.chown(pfd, hidden, hdr, false); err != nil {
 			return err
 		}
-		if err := setTimesAt(pfd, target, atime(hdr), hdr.ModTime); err != nil {
+		if err := setTimesAt(pfd, hidden, atime(hdr), hdr.ModTime); err != nil {
 			return err
 		}
-		x.entries = append(x.entries, contentEntry{Path: path.Join(dir, target), Type: "w"})
+		x.entries = append(x.entries, contentEntry{Path: target, Type: "w"})
 		return nil
 	}
 

@@ -214,13 +214,16 @@ func configDiffIDs(cfg []byte) ([]string, error) {
 	return out, nil
 }
 
-func (s *source) addRef(img *imageSource, r string) {
+// addRef adds a name the archive gives the image. A name that breaks the
+// rules refuses the archive, as docker load does: importing the image
+// without the name its author gave it would hide the problem.
+func (s *source) addRef(img *imageSource, r string) error {
 	pr, err := parseTagRef(r)
 	if err != nil {
-		s.warnf("%s: tag %q ignored: %v", img.desc, r, err)
-		return
+		return fmt.Errorf("%s: tag: %w", img.desc, err)
 	}
 	img.refs = append(img.refs, pr)
+	return nil
 }
 
 // --- docker save ---------------------------------------------------------
@@ -265,7 +268,9 @@ func (s *source) parseDocker() error {
 			img.layers = append(img.layers, ls)
 		}
 		for _, t := range m.RepoTags {
-			s.addRef(img, t)
+			if err := s.addRef(img, t); err != nil {
+				return err
+			}
 		}
 		s.images = append(s.images, img)
 	}
@@ -412,7 +417,9 @@ func (s *source) ociManifest(d v1.Descriptor, ref string) error {
 	}
 	if ref != "" {
 		if strings.ContainsAny(ref, "/:@") {
-			s.addRef(img, ref)
+			if err := s.addRef(img, ref); err != nil {
+				return err
+			}
 		} else if ValidTag(ref) {
 			img.bareTag = ref
 		} else {
@@ -464,7 +471,9 @@ func (s *source) parseLegacy() error {
 			byTop[top] = img
 			s.images = append(s.images, img)
 		}
-		s.addRef(img, repo+":"+tag)
+		if err := s.addRef(img, repo+":"+tag); err != nil {
+			return err
+		}
 	}
 	return nil
 }

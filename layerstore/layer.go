@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -130,7 +131,9 @@ func classify(err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrTruncated):
 		return fmt.Errorf("%w: %w", ErrTruncated, err)
 	case errors.Is(err, ErrInvalidImage):
-	case errors.Is(err, tar.ErrHeader), errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum):
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum),
+		// archive/tar's other format errors (sparse maps that lie) are unexported.
+		strings.Contains(err.Error(), "archive/tar: "):
 		return fmt.Errorf("%w: %w", ErrInvalidImage, err)
 	}
 	return err
@@ -186,10 +189,26 @@ func streamLayer(ctx context.Context, src *layerSource, dest string, o extractOp
 	// digest, the rest of the raw blob is hashed so that the error names
 	// the digest mismatch, the root cause.
 	blobErr := func(err error) error {
-		if src.digest != "" && ctx.Err() == nil {
+		if ctx.Err() != nil || !(errors.Is(err, ErrInvalidImage) || errors.Is(err, ErrTruncated)) {
+			return err
+		}
+		// A damaged compressed stream often decodes to garbage first and
+		// reports its own error (checksum, bad block) only further on:
+		// that error names the problem, the tar error is its symptom.
+		var derr error
+		if comp != "none" {
+			_, derr = io.Copy(io.Discard, out)
+			if !errors.Is(derr, ErrInvalidImage) && !errors.Is(derr, io.ErrUnexpectedEOF) {
+				derr = nil
+			}
+		}
+		if src.digest != "" {
 			if _, cerr := io.Copy(io.Discard, br); cerr == nil && in.digest() != src.digest {
 				return fmt.Errorf("layer %s: %w: blob is %s, manifest says %s (%v)", src.name, ErrDigestMismatch, in.digest(), src.digest, err)
 			}
+		}
+		if derr != nil {
+			return fmt.Errorf("layer %s: %w (tar: %v)", src.name, classify(derr), err)
 		}
 		return err
 	}
