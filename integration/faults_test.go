@@ -1,0 +1,746 @@
+//go:build integration
+
+package integration
+
+// Issue 6, filesystem faults: the daemon killed with SIGKILL while writers
+// copy up and rewrite files, an upper filesystem that fills up, and lower
+// layers removed or made unreadable under a live mount. Each test has a short
+// form for CI and a long one under STRATA_STRESS=1 (make stress).
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// faultStress selects the long forms (make stress).
+func faultStress() bool { return os.Getenv("STRATA_STRESS") == "1" }
+
+// faultBytes is n pseudo-random bytes determined by seed: every version of
+// every file differs from every other, so a mix-up cannot pass a comparison.
+func faultBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n+8)
+	for i := 0; i < n; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b[:n]
+}
+
+func faultSeed(s string) uint64 {
+	h := sha256.Sum256([]byte(s))
+	var v uint64
+	for _, c := range h[:8] {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// faultDaemonPIDs lists the strata processes (this run's binary) that have
+// mnt among their arguments: the daemon serving our own mount, whatever form
+// started it.
+func faultDaemonPIDs(mnt string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || exe != strataBin {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(cmdline), "\x00"), mnt) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// faultDaemonPID is the one daemon serving mnt.
+func faultDaemonPID(t testing.TB, mnt string) int {
+	t.Helper()
+	pids := faultDaemonPIDs(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("want exactly one strata daemon serving %s, found %v", mnt, pids)
+	}
+	return pids[0]
+}
+
+// faultKill sends SIGKILL to pid (a daemon of our own mount) and waits until
+// it is gone.
+func faultKill(t testing.TB, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %d: %v", pid, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if !faultAlive(pid) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("strata daemon %d still alive 10 s after SIGKILL", pid)
+}
+
+// faultAlive: pid exists and is not a zombie.
+func faultAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
+}
+
+// faultMountCount is how many mounts sit at dir (a dead one under a new one counts).
+func faultMountCount(dir string) int {
+	n := 0
+	for _, m := range mounts() {
+		if m.Point == dir {
+			n++
+		}
+	}
+	return n
+}
+
+// faultWorkLeftovers lists the staging entries strata left in work/.
+func faultWorkLeftovers(t testing.TB, work string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(work)
+	if err != nil {
+		t.Fatalf("reading work dir: %v", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Name() != "index" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// faultErrno extracts the errno of err (0 for nil, -1 for another error).
+func faultErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.Errno(^uintptr(0))
+}
+
+func faultErrnoName(e syscall.Errno) string {
+	switch e {
+	case 0:
+		return "ok"
+	case syscall.Errno(^uintptr(0)):
+		return "non-errno error"
+	}
+	return unix.ErrnoName(e)
+}
+
+// faultWithin runs f, failing the test when it takes longer than d (a hung
+// FUSE request): the goroutine is left behind, the mount's cleanup kills the
+// daemon, which frees it.
+func faultWithin(t testing.TB, d time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s: no answer after %v (the daemon hangs)", what, d)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// kill -9 during copy-up and rewrites
+
+// A faultFile is one file the writers change; cur is its content as of the
+// last fsynced change (the model), lower its content in the image.
+type faultFile struct {
+	rel        string
+	lower, cur []byte
+}
+
+// A faultOp is one change a writer makes, ending in fsync.
+type faultOp struct {
+	kind string // append, overwrite, rename, truncate
+	f    *faultFile
+	data []byte // append: the bytes added; overwrite, rename: the new content
+	size int64  // truncate
+	// firstWrite: the file was still the lower's when the op began (the op
+	// copies it up).
+	firstWrite bool
+}
+
+func (op *faultOp) result(cur []byte) []byte {
+	switch op.kind {
+	case "append":
+		return append(slices.Clip(cur), op.data...)
+	case "truncate":
+		if int(op.size) <= len(cur) {
+			return slices.Clone(cur[:op.size])
+		}
+		return append(slices.Clone(cur), make([]byte, int(op.size)-len(cur))...)
+	default:
+		return op.data
+	}
+}
+
+// allowed reports whether got is a state the file may be in after a crash
+// in the middle of op (not fsynced): the old content, or what the op's
+// syscalls make of it when only some of them ran. A copy-up is one of those
+// syscalls and must be all or nothing, so a partial copy of the lower data
+// is never among them.
+func (op *faultOp) allowed(cur, got []byte) bool {
+	if bytes.Equal(got, cur) {
+		return true
+	}
+	switch op.kind {
+	case "append": // old + a prefix of the appended bytes
+		return len(got) > len(cur) && len(got) <= len(cur)+len(op.data) &&
+			bytes.Equal(got[:len(cur)], cur) && bytes.Equal(got[len(cur):], op.data[:len(got)-len(cur)])
+	case "overwrite": // O_TRUNC, then the new bytes in order
+		return len(got) <= len(op.data) && bytes.Equal(got, op.data[:len(got)])
+	default: // rename: atomic; truncate: one syscall
+		return bytes.Equal(got, op.result(cur))
+	}
+}
+
+type faultWriter struct {
+	id      int
+	mnt     string
+	files   []*faultFile
+	rng     *rand.Rand
+	pending *faultOp // the op in progress when the writer stopped
+	done    int      // ops completed (fsynced)
+	err     error    // what stopped it
+	errAt   time.Time
+	seq     uint64
+}
+
+func (w *faultWriter) tmpName(f *faultFile) string {
+	return filepath.Join(w.mnt, filepath.Dir(f.rel), ".tmp-"+filepath.Base(f.rel))
+}
+
+// next picks a change, favouring files still in the lower layer so that
+// copy-ups happen in every round.
+func (w *faultWriter) next(inUpper func(*faultFile) bool) *faultOp {
+	var fresh []*faultFile
+	for _, f := range w.files {
+		if !inUpper(f) {
+			fresh = append(fresh, f)
+		}
+	}
+	f := w.files[w.rng.IntN(len(w.files))]
+	if len(fresh) > 0 && w.rng.IntN(2) == 0 {
+		f = fresh[w.rng.IntN(len(fresh))]
+	}
+	w.seq++
+	seed := faultSeed(fmt.Sprintf("w%d-%d-%d", w.id, w.seq, w.rng.Uint64()))
+	op := &faultOp{f: f}
+	kinds := []string{"append", "overwrite", "rename", "truncate"}
+	if len(f.cur) > 16<<20 {
+		kinds = kinds[1:] // keep files bounded
+	}
+	switch op.kind = kinds[w.rng.IntN(len(kinds))]; op.kind {
+	case "append":
+		op.data = faultBytes(seed, 1+w.rng.IntN(256<<10))
+	case "overwrite", "rename":
+		op.data = faultBytes(seed, w.rng.IntN(3<<20))
+	case "truncate":
+		op.size = int64(w.rng.IntN(len(f.cur) + 64<<10 + 1))
+	}
+	return op
+}
+
+// apply runs op through the mount. Every step that can fail ends the op.
+func (w *faultWriter) apply(op *faultOp) error {
+	p := filepath.Join(w.mnt, op.f.rel)
+	writeAllSync := func(fd int, data []byte) error {
+		for off := 0; off < len(data); {
+			end := min(off+128<<10, len(data))
+			n, err := unix.Write(fd, data[off:end])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("write at %d: %w", off, err)
+			}
+			off += n
+		}
+		if err := unix.Fsync(fd); err != nil {
+			return fmt.Errorf("fsync: %w", err)
+		}
+		return nil
+	}
+	openRetry := func(p string, flags int, mode uint32) (int, error) {
+		for {
+			fd, err := unix.Open(p, flags|unix.O_CLOEXEC, mode)
+			if err != unix.EINTR {
+				return fd, err
+			}
+		}
+	}
+	switch op.kind {
+	case "append", "overwrite":
+		flags := unix.O_WRONLY | unix.O_APPEND
+		if op.kind == "overwrite" {
+			flags = unix.O_WRONLY | unix.O_TRUNC
+		}
+		fd, err := openRetry(p, flags, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", op.f.rel, err)
+		}
+		err = writeAllSync(fd, op.data)
+		unix.Close(fd)
+		return err
+	case "rename":
+		tmp := w.tmpName(op.f)
+		fd, err := openRetry(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", tmp, err)
+		}
+		err = writeAllSync(fd, op.data)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		return unix.Rename(tmp, p)
+	case "truncate":
+		if err := unix.Truncate(p, op.size); err != nil {
+			return fmt.Errorf("truncate %s: %w", op.f.rel, err)
+		}
+		fd, err := openRetry(p, unix.O_RDONLY, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Fsync(fd)
+		unix.Close(fd)
+		return err
+	}
+	return fmt.Errorf("unknown op %s", op.kind)
+}
+
+func (w *faultWriter) run(stop *atomic.Bool, inUpper func(*faultFile) bool) {
+	for !stop.Load() {
+		op := w.next(inUpper)
+		op.firstWrite = !inUpper(op.f)
+		w.pending = op
+		if err := w.apply(op); err != nil {
+			w.err, w.errAt = fmt.Errorf("%s of %s: %w", op.kind, op.f.rel, err), time.Now()
+			return
+		}
+		op.f.cur = op.result(op.f.cur)
+		w.pending = nil
+		w.done++
+	}
+}
+
+// faultArchive builds a docker-archive of two layers: per writer directory
+// wN, files f0..f6 of 0 B to 12 MiB in the bottom layer, f1 and f3 replaced
+// by the top layer. It returns the archive and each file's content.
+func faultArchive(t *testing.T, writers int) (string, map[string][]byte) {
+	t.Helper()
+	sizes := []int{0, 1, 4097, 65536, 1<<20 + 3, 4 << 20, 12 << 20}
+	contents := map[string][]byte{}
+	layer := func(n int, files map[string][]byte) []byte {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		names := make([]string, 0, len(files))
+		for name := range files {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		mt := time.Unix(1_000_000_000, 0)
+		for w := 0; w < writers && n == 1; w++ {
+			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("w%d/", w), Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
+		}
+		for _, name := range names {
+			b := files[name]
+			tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b)), ModTime: mt})
+			tw.Write(b)
+		}
+		tw.Close()
+		return buf.Bytes()
+	}
+	bottom, top := map[string][]byte{}, map[string][]byte{}
+	for w := 0; w < writers; w++ {
+		for i, sz := range sizes {
+			rel := fmt.Sprintf("w%d/f%d", w, i)
+			bottom[rel] = faultBytes(faultSeed("lower1/"+rel), sz)
+			contents[rel] = bottom[rel]
+		}
+		for i, sz := range map[int]int{1: 5000, 3: 2<<20 + 1} {
+			rel := fmt.Sprintf("w%d/f%d", w, i)
+			top[rel] = faultBytes(faultSeed("lower2/"+rel), sz)
+			contents[rel] = top[rel]
+		}
+	}
+	layers := [][]byte{layer(1, bottom), layer(2, top)}
+	var diffIDs, names []string
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(n string, b []byte) {
+		tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
+		tw.Write(b)
+	}
+	for _, l := range layers {
+		s := sha256.Sum256(l)
+		d := hex.EncodeToString(s[:])
+		diffIDs = append(diffIDs, "sha256:"+d)
+		names = append(names, d+".tar")
+		add(d+".tar", l)
+	}
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
+		"rootfs":  map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"history": []map[string]string{{"created_by": "faults: files"}, {"created_by": "faults: replace f1 f3"}}})
+	cs := sha256.Sum256(cfg)
+	cname := hex.EncodeToString(cs[:]) + ".json"
+	man, _ := json.Marshal([]map[string]any{{"Config": cname, "RepoTags": []string{"faults:latest"}, "Layers": names}})
+	add(cname, cfg)
+	add("manifest.json", man)
+	tw.Close()
+	p := filepath.Join(t.TempDir(), "faults.tar")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, contents
+}
+
+// faultMountRecord is the store's record of the mount at mnt (PID 0: none).
+func faultMountRecord(t testing.TB, mnt string) int {
+	t.Helper()
+	var recs []struct {
+		Mountpoint string
+		PID        int
+	}
+	out := mustStrata(t, "mounts", "--format", "json").Stdout
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("strata mounts --format json: %v\n%s", err, out)
+	}
+	for _, r := range recs {
+		if r.Mountpoint == mnt {
+			return r.PID
+		}
+	}
+	return 0
+}
+
+// TestReliabilityKillDaemon kills the daemon with SIGKILL at a random moment
+// while 4 writers append to, overwrite, replace (tmp + rename) and truncate
+// files that start in the lower layers, each change ending in fsync. After
+// each kill the mount must be dead (ENOTCONN), be recovered without a
+// reboot (strata umount, or a new mount straight over the dead one, by
+// `strata mount` and by `strata -o`, sometimes while a process still holds a
+// file of the dead mount open), work/ must be clean after the remount, and
+// every file must hold its last fsynced content or a state the interrupted
+// change allows (never a partial copy-up). Between rounds some copied-up
+// files are removed from the upper (unmounted) so that copy-ups go on. The
+// lower layers must be unchanged at the end. 20 rounds, 200 under
+// STRATA_STRESS=1.
+func TestReliabilityKillDaemon(t *testing.T) {
+	requireCommands(t, "import", "mount", "umount", "mounts", "inspect")
+	rounds := 20
+	if faultStress() {
+		rounds = 200
+	}
+	const writers = 4
+	archive, lowerContent := faultArchive(t, writers)
+	mustStrata(t, "import", archive)
+	var insp struct {
+		Lowerdir string `json:"lowerdir"`
+	}
+	if err := json.Unmarshal([]byte(mustStrata(t, "inspect", "faults:latest").Stdout), &insp); err != nil || insp.Lowerdir == "" {
+		t.Fatalf("strata inspect: no lowerdir (%v)", err)
+	}
+	lowers := lowerStack{lowers: strings.Split(insp.Lowerdir, ":")}
+	lowerDigest := hashLowers(t, lowers)
+
+	base := t.TempDir()
+	upper := filepath.Join(base, "upper")
+	work := filepath.Join(base, ".upper.work") // where strata mount --upper keeps it
+	mnt := filepath.Join(base, "mnt")
+	for _, d := range []string{upper, work, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, pid := range faultDaemonPIDs(mnt) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		unmount(t, mnt)
+	})
+	// Both forms share the upper and work dirs; every third round serves
+	// file data through the daemon instead of passthrough.
+	mountIt := func(round int, storeForm bool) {
+		t.Helper()
+		var r result
+		if storeForm {
+			args := []string{"mount", "faults:latest", mnt, "--upper", upper}
+			if round%3 == 2 {
+				args = append(args, "--no-passthrough")
+			}
+			r = strata(t, args...)
+		} else {
+			opts := "lowerdir=" + insp.Lowerdir + ",upperdir=" + upper + ",workdir=" + work
+			if round%3 == 2 {
+				opts += ",passthrough=0"
+			}
+			r = strataExec(t, defaultTimeout, "-o", opts, mnt)
+		}
+		if r.Code != 0 {
+			t.Fatalf("round %d: mount: %v", round, r)
+		}
+		if n := faultMountCount(mnt); n != 1 {
+			t.Fatalf("round %d: %d mounts at %s after mounting, want 1 (a dead one left underneath?)", round, n, mnt)
+		}
+	}
+
+	var files []*faultFile
+	rels := make([]string, 0, len(lowerContent))
+	for rel := range lowerContent {
+		rels = append(rels, rel)
+	}
+	sort.Strings(rels)
+	byWriter := make([][]*faultFile, writers)
+	for _, rel := range rels {
+		f := &faultFile{rel: rel, lower: lowerContent[rel], cur: lowerContent[rel]}
+		files = append(files, f)
+		w, _ := strconv.Atoi(strings.TrimPrefix(filepath.Dir(rel), "w"))
+		byWriter[w] = append(byWriter[w], f)
+	}
+	inUpper := func(f *faultFile) bool {
+		_, err := os.Lstat(filepath.Join(upper, f.rel))
+		return err == nil
+	}
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
+	var (
+		totalOps, inFlight, firstWriteKills, leftovers, fsyncedBytes int
+		recoveries                                                   []time.Duration
+	)
+	start := time.Now()
+	for round := 0; round < rounds; round++ {
+		storeForm := round%2 == 0
+		mountIt(round, storeForm)
+		pid := faultDaemonPID(t, mnt)
+		if storeForm {
+			if rec := faultMountRecord(t, mnt); rec != pid {
+				t.Fatalf("round %d: strata mounts says pid %d, the daemon serving %s is %d", round, rec, mnt, pid)
+			}
+		}
+		var holder *os.File
+		if round%3 == 0 {
+			// A process that keeps a file of the mount open across
+			// the crash: the dead mount is then busy.
+			var err error
+			if holder, err = os.Open(filepath.Join(mnt, "w0", "f2")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		ws := make([]*faultWriter, writers)
+		for i := range ws {
+			ws[i] = &faultWriter{id: i, mnt: mnt, files: byWriter[i], rng: rand.New(rand.NewPCG(rng.Uint64(), uint64(i)))}
+			wg.Add(1)
+			go func(w *faultWriter) { defer wg.Done(); w.run(&stop, inUpper) }(ws[i])
+		}
+		// Half the kills come early, when the writers are still copying
+		// up the files the previous round put back in the lower.
+		delay := time.Duration(20+rng.IntN(600)) * time.Millisecond
+		if rng.IntN(2) == 0 {
+			delay = time.Duration(2+rng.IntN(60)) * time.Millisecond
+		}
+		time.Sleep(delay)
+		killedAt := time.Now()
+		faultKill(t, pid)
+		stop.Store(true)
+		faultWithin(t, 30*time.Second, fmt.Sprintf("round %d: writers after the kill", round), wg.Wait)
+
+		// The mount is dead, and the store forgets it.
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(mnt, &sfs); err != unix.ENOTCONN {
+			t.Fatalf("round %d: statfs of the mount after kill -9: %v, want ENOTCONN", round, err)
+		}
+		if _, err := os.ReadDir(filepath.Join(mnt, "w1")); !errors.Is(err, unix.ENOTCONN) {
+			t.Fatalf("round %d: readdir after kill -9: %v, want ENOTCONN", round, err)
+		}
+		if rec := faultMountRecord(t, mnt); rec != 0 {
+			t.Errorf("round %d: strata mounts still lists the dead mount (pid %d)", round, rec)
+		}
+		for _, w := range ws {
+			totalOps += w.done
+			if w.pending != nil {
+				inFlight++
+				if w.pending.firstWrite {
+					firstWriteKills++
+				}
+			}
+			if w.err != nil && !errors.Is(w.err, unix.ENOTCONN) && !errors.Is(w.err, unix.ECONNABORTED) {
+				t.Errorf("round %d: writer %d stopped %v after the kill with %v, want ENOTCONN", round, w.id, w.errAt.Sub(killedAt), w.err)
+			}
+		}
+		leftovers += len(faultWorkLeftovers(t, work))
+
+		// Recovery: strata umount then mount, or a mount straight over the
+		// dead one, with the other form than the one that died.
+		t0 := time.Now()
+		if (round/2)%2 == 0 {
+			if r := strata(t, "umount", mnt); r.Code != 0 {
+				t.Fatalf("round %d: strata umount of the dead mount (holder open: %v): %v", round, holder != nil, r)
+			}
+			if isMounted(mnt) {
+				t.Fatalf("round %d: strata umount returned 0 but %s is still mounted", round, mnt)
+			}
+		}
+		mountIt(round, !storeForm)
+		recoveries = append(recoveries, time.Since(t0))
+		pid = faultDaemonPID(t, mnt)
+		if holder != nil {
+			holder.Close()
+		}
+		if l := faultWorkLeftovers(t, work); len(l) > 0 {
+			t.Fatalf("round %d: work/ not cleaned at mount: %v", round, l)
+		}
+
+		// Every file: its last fsynced content, or what the interrupted op allows.
+		pending := map[*faultFile]*faultOp{}
+		for _, w := range ws {
+			if w.pending != nil {
+				pending[w.pending.f] = w.pending
+			}
+		}
+		for _, f := range files {
+			got, err := os.ReadFile(filepath.Join(mnt, f.rel))
+			if err != nil {
+				t.Fatalf("round %d: %s: %v", round, f.rel, err)
+			}
+			op := pending[f]
+			ok := bytes.Equal(got, f.cur)
+			if !ok && op != nil {
+				ok = op.allowed(f.cur, got)
+			}
+			if !ok {
+				desc := "no change in flight"
+				if op != nil {
+					desc = fmt.Sprintf("%s in flight (first write: %v, %d bytes, size %d)", op.kind, op.firstWrite, len(op.data), op.size)
+				}
+				t.Fatalf("round %d: %s holds %d bytes (%s) after the crash; last fsynced: %d bytes (%s), lower: %d bytes; %s",
+					round, f.rel, len(got), faultDescribe(got, f), len(f.cur), faultDescribe(f.cur, f), len(f.lower), desc)
+			}
+			if up, err := os.ReadFile(filepath.Join(upper, f.rel)); err == nil && !bytes.Equal(up, got) {
+				t.Fatalf("round %d: %s: the upper holds %d bytes, the mount shows %d", round, f.rel, len(up), len(got))
+			}
+			fsyncedBytes += len(f.cur)
+			f.cur = got
+		}
+		// Nothing else in the writers' directories but their tmp files,
+		// each a prefix of what its rename was writing.
+		for w := 0; w < writers; w++ {
+			ents, err := os.ReadDir(filepath.Join(mnt, fmt.Sprintf("w%d", w)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				rel := fmt.Sprintf("w%d/%s", w, e.Name())
+				if _, ok := lowerContent[rel]; ok {
+					continue
+				}
+				target := fmt.Sprintf("w%d/%s", w, strings.TrimPrefix(e.Name(), ".tmp-"))
+				var op *faultOp
+				for f, o := range pending {
+					if f.rel == target && o.kind == "rename" {
+						op = o
+					}
+				}
+				got, err := os.ReadFile(filepath.Join(mnt, rel))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if op == nil || len(got) > len(op.data) || !bytes.Equal(got, op.data[:len(got)]) {
+					t.Fatalf("round %d: unexpected %s (%d bytes) after the crash", round, rel, len(got))
+				}
+				if err := os.Remove(filepath.Join(mnt, rel)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// A clean unmount, then (offline) some files go back to their
+		// lower version so that the next round copies them up again.
+		if r := strata(t, "umount", mnt); r.Code != 0 {
+			t.Fatalf("round %d: strata umount: %v", round, r)
+		}
+		for deadline := time.Now().Add(10 * time.Second); faultAlive(pid); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: daemon %d still running 10 s after strata umount", round, pid)
+			}
+		}
+		for _, f := range files {
+			if inUpper(f) && rng.IntN(3) == 0 {
+				if err := os.Remove(filepath.Join(upper, f.rel)); err != nil {
+					t.Fatal(err)
+				}
+				f.cur = f.lower
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	if d := hashLowers(t, lowers); d != lowerDigest {
+		t.Errorf("the lower layers changed: digest %s before, %s after", lowerDigest, d)
+	}
+	slices.Sort(recoveries)
+	t.Logf("kill -9: %d rounds survived in %v, %d fsynced changes made (%d MiB of fsynced file content checked), %d kills with a change in flight (%d during a file's first write, i.e. its copy-up), %d staging leftovers in work/ cleaned at remount, bytes lost: 0; recovery (umount + mount or mount over the dead mount): median %v, max %v",
+		rounds, elapsed.Round(time.Second), totalOps, fsyncedBytes>>20, inFlight, firstWriteKills, leftovers,
+		recoveries[len(recoveries)/2].Round(time.Millisecond), recoveries[len(recoveries)-1].Round(time.Millisecond))
+}
+
+// faultDescribe says what content is: empty, the lower's, a prefix of it.
+func faultDescribe(b []byte, f *faultFile) string {
+	switch {
+	case len(b) == 0:
+		return "empty"
+	case bytes.Equal(b, f.lower):
+		return "the lower's"
+	case len(b) < len(f.lower) && bytes.Equal(b, f.lower[:len(b)]):
+		return "a PREFIX of the lower's: partial copy-up"
+	case len(b) > len(f.lower) && bytes.Equal(b[:len(f.lower)], f.lower):
+		return "the lower's plus more"
+	}
+	s := sha256.Sum256(b)
+	return "sha256 " + hex.EncodeToString(s[:6])
+}
