@@ -202,7 +202,7 @@ func blobHexFromPath(p string) string {
 func configDiffIDs(cfg []byte) ([]string, error) {
 	c, err := v1.ParseConfigFile(bytes.NewReader(cfg))
 	if err != nil {
-		return nil, invalid("config: %v", err)
+		return nil, invalid("config is not a valid image config JSON: %v", err)
 	}
 	var out []string
 	for _, d := range c.RootFS.DiffIDs {

@@ -101,7 +101,9 @@ func logProgress(log *logrus.Logger) func(layerstore.ProgressEvent) {
 		case layerstore.LayerReused:
 			f.Info("layer already stored")
 		case layerstore.LayerFailed:
-			f.WithError(ev.Err).Error("layer failed")
+			// Debug only: the import's error, printed once at the end,
+			// already names the layer and the problem.
+			f.WithError(ev.Err).Debug("layer failed")
 		}
 	}
 }
