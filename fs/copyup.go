@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ func (d *node) ensureUpperLocked() syscall.Errno {
 		removeAllAt(u.work, tmp)
 		return toErrno(err)
 	}
-	if err := u.copyMeta(u.work, tmp, src, "", &st, d.StableAttr().Ino); err != nil {
+	if err := u.copyMeta(u.work, tmp, src, "", &st, d.StableAttr().Ino, false); err != nil {
 		return fail(err)
 	}
 	d.mu.Lock()
@@ -88,13 +89,23 @@ func (d *node) lowerPathOf() string {
 	return d.lowerPath
 }
 
+// umaskCleared: Mount has set the process umask to 0, so a file created
+// with some permission bits has exactly those.
+var umaskCleared atomic.Bool
+
 // copyMeta gives dst (dirfd/name, or the dir dirfd itself when name is "")
 // the owner, xattrs, mode and times of src (srcfd/srcname), and records the
 // origin inode number so st_ino survives the copy.
-func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st *unix.Stat_t, origin uint64) error {
+func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st *unix.Stat_t, origin uint64, fresh bool) error {
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
+	// fresh: a regular file the daemon has just created with st's
+	// permission bits (umask is 0), so owner and mode may already be
+	// right; each syscall saved is a few percent of a small copy-up.
+	sameOwner := fresh && u.workOwnsNew && st.Uid == u.euid && int(st.Gid) == u.egid
+	if !sameOwner {
+		if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
 	}
 	attrs, err := listxattrAll(srcfd, srcname)
 	if err != nil && err != unix.ENOTSUP {
@@ -119,8 +130,11 @@ func (u *unionFS) copyMeta(dirfd int, name string, srcfd int, srcname string, st
 		}
 	}
 	if !isLink {
-		if err := unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0); err != nil {
-			return err
+		// chown clears setuid and setgid, so those always come after it.
+		if !fresh || st.Mode&0o7000 != 0 {
+			if err := unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0); err != nil {
+				return err
+			}
 		}
 		if err := u.ensureOverride(dirfd, name, srcfd, srcname, st); err != nil { // rootless.go
 			return err
@@ -207,16 +221,20 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 		return 0
 	}
 	tmp := u.tmpName("copy")
+	fresh := false
 	fail := func(err error) syscall.Errno {
 		unix.Unlinkat(u.work, tmp, 0)
 		return toErrno(err)
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		dfd, err := unix.Openat(u.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		// Not yet visible to anyone, so it can carry its final
+		// permission bits from the start.
+		dfd, err := unix.Openat(u.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, st.Mode&0o777)
 		if err != nil {
 			return toErrno(err)
 		}
+		fresh = umaskCleared.Load()
 		if withData && st.Size > 0 {
 			sfd, err := unix.Openat(srcfd, srcname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
@@ -225,7 +243,7 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 			}
 			err = copyData(sfd, dfd, st.Size)
 			unix.Close(sfd)
-			if err == nil {
+			if err == nil && !u.cfg.NoSync {
 				err = unix.Fdatasync(dfd)
 			}
 			if err != nil {
@@ -248,7 +266,7 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 			return toErrno(err)
 		}
 	}
-	if err := u.copyMeta(u.work, tmp, srcfd, srcname, &st, n.StableAttr().Ino); err != nil {
+	if err := u.copyMeta(u.work, tmp, srcfd, srcname, &st, n.StableAttr().Ino, fresh); err != nil {
 		return fail(err)
 	}
 	if key != "" {

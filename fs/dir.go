@@ -211,7 +211,7 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	fd := h.d.upperFd()
-	if fd < 0 {
+	if fd < 0 || h.d.u.cfg.NoSync {
 		return 0
 	}
 	return toErrno(unix.Fsync(fd))

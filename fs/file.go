@@ -20,8 +20,9 @@ type fileFd interface {
 // itself), with a fallback to serving reads and writes here.
 type file struct {
 	*gofs.LoopbackFile
-	fdNum int
-	upper bool
+	fdNum  int
+	upper  bool
+	noSync bool
 }
 
 func (f *file) fd() int       { return f.fdNum }
@@ -38,8 +39,18 @@ var (
 	_ = (gofs.FileGetattrer)((*file)(nil))
 )
 
+// Fsync is fsync(2) and fdatasync(2) through the mount (passthrough leaves
+// them to the daemon); with NoSync they return at once, as the kernel's
+// volatile overlay does.
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if f.noSync {
+		return 0
+	}
+	return f.LoopbackFile.Fsync(ctx, flags)
+}
+
 func (u *unionFS) newFile(fd int, upper bool) gofs.FileHandle {
-	f := &file{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fdNum: fd, upper: upper}
+	f := &file{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fdNum: fd, upper: upper, noSync: u.cfg.NoSync}
 	if u.cfg.NoPassthrough {
 		return noPassthroughFile{f}
 	}

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"log"
+	"sync"
 	"syscall"
 	"time"
 
@@ -84,6 +85,7 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 	// New files get exactly the mode the kernel asks for (it has applied
 	// the caller's umask already).
 	syscall.Umask(0)
+	umaskCleared.Store(true)
 	opts := []string{"default_permissions"}
 	if !mo.Dev {
 		opts = append(opts, "nodev")
@@ -139,9 +141,26 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 		cleanup()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	done := make(chan struct{})
+	released.Store(srv, done)
 	go func() {
 		srv.Wait()
 		cleanup()
+		close(done)
 	}()
 	return srv, nil
+}
+
+// released maps a server from Mount to a channel closed once its layers are
+// released (after a volatile mount, once the upper is synced).
+var released sync.Map
+
+// Wait waits for a server from Mount to end and for its layers to be
+// released; a daemon about to exit calls it instead of srv.Wait.
+func Wait(srv *fuse.Server) {
+	srv.Wait()
+	if ch, ok := released.Load(srv); ok {
+		<-ch.(chan struct{})
+		released.Delete(srv)
+	}
 }

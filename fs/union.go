@@ -21,6 +21,7 @@ package fs
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,16 @@ type Config struct {
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// NoPassthrough disables FUSE passthrough even where the kernel offers it.
 	NoPassthrough bool
+	// NoSync skips every sync to the upper: the fdatasync that makes a
+	// copy-up durable before it becomes visible, and fsync(2)/fdatasync(2)
+	// through the mount (fuse-overlayfs's fsync=0). After a machine crash
+	// the upper may hold empty or partial copies.
+	NoSync bool
+	// Volatile is the kernel's volatile option: NoSync plus the marker
+	// WORKDIR/work/incompat/volatile, which makes a later mount refuse the
+	// upper unless this mount ended cleanly (then strata syncs the upper and
+	// removes the marker; the kernel leaves that to the user).
+	Volatile bool
 	// OverrideStat presents (and records, for changes) owners, modes and
 	// device types kept in the OverrideXattr, as an unprivileged daemon must.
 	OverrideStat bool
@@ -82,7 +93,10 @@ type unionFS struct {
 	upper  *layer // nil when read-only
 	lowers []*layer
 	work   int // fd of the work dir, -1 when read-only
-	index  int // fd of work/index, -1 when read-only
+	// workOwnsNew: what the daemon creates in work/ is owned by euid:egid.
+	workOwnsNew bool
+	volatileSet bool // this mount created the volatile marker
+	index       int  // fd of work/index, -1 when read-only
 
 	xattrPrefix string // "trusted.overlay." or "user.overlay."
 	originXattr string
@@ -233,12 +247,18 @@ func (u *unionFS) prepareWork() error {
 		return fmt.Errorf("workdir %s and upperdir %s are on different filesystems", u.cfg.Work, u.cfg.Upper)
 	}
 	u.work = wfd
+	// A file created in work/ gets the daemon's ids unless the directory
+	// is setgid, in which case it takes the directory's group.
+	u.workOwnsNew = wst.Mode&unix.S_ISGID == 0 || wst.Gid == uint32(u.egid)
 	if u.cfg.viewOnly {
 		// A View of a live mount reads the index and leaves work/ be.
 		if ifd, err := openDirAt(wfd, "index"); err == nil {
 			u.index = ifd
 		}
 		return nil
+	}
+	if err := u.checkVolatile(wfd); err != nil {
+		return err
 	}
 	// Staging entries are ours; anything left is from a crash.
 	names, err := readNames(wfd)
@@ -263,7 +283,64 @@ func (u *unionFS) prepareWork() error {
 	return nil
 }
 
+// volatileMarker is where the kernel's overlayfs (and strata) record that a
+// volatile mount may have left the upper incomplete.
+const volatileMarker = "work/incompat/volatile"
+
+// checkVolatile refuses an upper that a volatile mount did not release, and
+// marks the upper when this mount is volatile.
+func (u *unionFS) checkVolatile(wfd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(wfd, volatileMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return fmt.Errorf("workdir %s: %s exists: a volatile mount of this upper did not end cleanly, so the upper may be missing data; "+
+			"start from a new upperdir and workdir, or remove %s/%s if the machine did not crash", u.cfg.Work, volatileMarker, u.cfg.Work, volatileMarker)
+	}
+	if !u.cfg.Volatile {
+		return nil
+	}
+	u.cfg.NoSync = true
+	dir := wfd
+	for _, name := range strings.Split(volatileMarker, "/") {
+		if err := unix.Mkdirat(dir, name, 0o700); err != nil && err != unix.EEXIST {
+			return fmt.Errorf("workdir %s: create %s: %w", u.cfg.Work, volatileMarker, err)
+		}
+		next, err := openDirAt(dir, name)
+		if dir != wfd {
+			unix.Close(dir)
+		}
+		if err != nil {
+			return fmt.Errorf("workdir %s: open %s: %w", u.cfg.Work, volatileMarker, err)
+		}
+		dir = next
+	}
+	unix.Close(dir)
+	u.volatileSet = true
+	return nil
+}
+
+// releaseVolatile ends a volatile mount cleanly: once the upper is on disk
+// the marker goes, so the next mount accepts the upper.
+func (u *unionFS) releaseVolatile() {
+	if !u.volatileSet || u.upper == nil {
+		return
+	}
+	if err := unix.Syncfs(u.upper.root); err != nil {
+		u.log.Warnf("volatile mount: syncfs of the upper failed (%v); leaving %s/%s in place", err, u.cfg.Work, volatileMarker)
+		return
+	}
+	for _, p := range []string{volatileMarker, "work/incompat", "work"} {
+		if err := unix.Unlinkat(u.work, p, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
+			if p == volatileMarker {
+				u.log.Warnf("volatile mount: remove %s/%s: %v", u.cfg.Work, p, err)
+			}
+			return
+		}
+	}
+	u.volatileSet = false
+}
+
 func (u *unionFS) close() {
+	u.releaseVolatile()
 	for _, l := range u.layers() {
 		unix.Close(l.root)
 	}

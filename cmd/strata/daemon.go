@@ -169,7 +169,7 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 			}
 		}
 	}()
-	srv.Wait()
+	strfs.Wait(srv)
 	signal.Stop(sigs)
 	if onExit != nil {
 		onExit()

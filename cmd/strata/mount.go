@@ -19,6 +19,7 @@ var mountFlags struct {
 	foreground bool
 	dev, suid  bool
 	noPT       bool
+	volatile   bool
 	atLayer    int
 	layer      int
 	ids        idFlags
@@ -38,6 +39,7 @@ func init() {
 			fs.IntVar(&mountFlags.atLayer, "at-layer", 0, "mount the image as it stood after its Nth layer (1 = bottom), read-only")
 			fs.IntVar(&mountFlags.layer, "layer", 0, "mount only layer N's own diff (1 = bottom), whiteouts shown as such, read-only")
 			fs.BoolVar(&mountFlags.noPT, "no-passthrough", false, "serve file data from the daemon instead of FUSE passthrough")
+			fs.BoolVar(&mountFlags.volatile, "volatile", false, "never sync the writable layer (faster copy-up; after a machine crash it must be thrown away, as with the kernel's overlay volatile option)")
 			mountFlags.ids.register(fs)
 		},
 		run: runMount,
@@ -70,7 +72,7 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, NoPassthrough: mountFlags.noPT}
+	cfg := strfs.Config{Lowers: store.LowerDirs(img), LayerInfo: layerInfo(img), Log: g.log, NoPassthrough: mountFlags.noPT, Volatile: mountFlags.volatile}
 	// The store's layers were extracted with owners in the override xattr
 	// when we lack privileges (layerstore/rootless.go): present them.
 	unprivilegedConfig(&cfg, true)

@@ -196,9 +196,15 @@ func runOverlayCompat(args []string) int {
 			cfg.OverrideStat = val != "0"
 		case "passthrough":
 			cfg.NoPassthrough = val == "0" || val == "off"
+		case "volatile":
+			// the kernel's: no syncs, and a marker that refuses the
+			// upper after an unclean end
+			cfg.Volatile = true
+		case "fsync":
+			// fuse-overlayfs's fsync=0: no syncs
+			cfg.NoSync = val == "0"
 		default:
-			// fuse-overlayfs options strata does not need (fsync,
-			// noacl, threaded, static_nlink, xattr_permissions,
+			// fuse-overlayfs options strata does not need (noacl, threaded, static_nlink, xattr_permissions,
 			// timeout, redirect_dir, index, ...) are accepted.
 			log.Debugf("option %s ignored", o)
 		}
