@@ -39,6 +39,8 @@
 #   BENCH_OUT=DIR       also keep results.tsv and report.txt there
 #   BENCH_DIR=/tmp      where the temporary directory is made; BENCH_KEEP=1 keeps it
 #   STRATA_BIN=PATH     benchmark this binary (default: build the working tree)
+#   BENCH_STRATA_OPTS=O extra -o options for strata (e.g. volatile: no syncs, as
+#                       fuse-overlayfs never syncs a copy-up; the kernel and strata do)
 #   BENCH_STRATA_REV=REV build this committed revision instead (git archive)
 #   STRATA_FIXTURES     fixture cache (default /tmp/strata-fixtures)
 #   BENCH_OPS=1         count the FUSE requests each workload sends to strata and

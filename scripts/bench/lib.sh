@@ -215,7 +215,7 @@ mount_fs() {
   PID= CONN=
   t0=$EPOCHREALTIME
   case $fs in
-    strata) "$STRATA" -o "$opts" "$M" ;;
+    strata) "$STRATA" -o "$opts${BENCH_STRATA_OPTS:+,$BENCH_STRATA_OPTS}" "$M" ;;
     fuse-overlayfs) fuse-overlayfs -o "$opts" "$M" ;;
     kernel) mount -t overlay overlay -o "$opts" "$M" ;;
     plain) rmdir "$M"; ln -s "$BT/plain" "$M" ;;
