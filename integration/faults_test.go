@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -743,4 +744,275 @@ func faultDescribe(b []byte, f *faultFile) string {
 	}
 	s := sha256.Sum256(b)
 	return "sha256 " + hex.EncodeToString(s[:6])
+}
+
+// faultMountO mounts with the fuse-overlayfs compatible form (in the
+// background, as containers/storage does) and returns the daemon's pid; the
+// mount is removed at cleanup.
+func faultMountO(t testing.TB, opts, mnt string) int {
+	t.Helper()
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmount(t, mnt) })
+	if r := strataExec(t, defaultTimeout, "-o", opts, mnt); r.Code != 0 {
+		t.Fatalf("%v", r)
+	}
+	return faultDaemonPID(t, mnt)
+}
+
+// faultUnmountClean unmounts a mount of ours with strata umount and checks
+// that its daemon then exits by itself.
+func faultUnmountClean(t testing.TB, mnt string, pid int) {
+	t.Helper()
+	if r := strata(t, "umount", mnt); r.Code != 0 {
+		t.Fatalf("strata umount %s: %v", mnt, r)
+	}
+	for deadline := time.Now().Add(10 * time.Second); faultAlive(pid); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon %d still running 10 s after strata umount %s", pid, mnt)
+		}
+	}
+}
+
+// faultTmpfs mounts a tmpfs of size bytes at dir (removed at cleanup).
+func faultTmpfs(t testing.TB, dir string, size int64) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmount(t, dir) })
+	run(t, 30*time.Second, "mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir)
+}
+
+func faultUsed(t testing.TB, dir string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize
+}
+
+func faultFileSum(t testing.TB, p string, n int64) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("open %s: %v", p, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, n)); err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestReliabilityENOSPC puts the upper and work dirs on a 64 MiB tmpfs and
+// has a 200 MiB lower file written: the copy-up cannot fit. The same steps
+// run on the kernel's overlayfs (the reference for every errno) and on
+// strata with and without passthrough: the write's open (and truncate,
+// chmod) fails, the lower content stays visible and intact, nothing is left
+// in upper or work, the daemon keeps serving; a new file that fills the
+// tmpfs gets ENOSPC and its removal gives the space back; once the tmpfs is
+// grown the copy-up succeeds. Same steps in the long form.
+func TestReliabilityENOSPC(t *testing.T) {
+	requireCommands(t, "umount")
+	const bigSize = 200 << 20
+	base := t.TempDir()
+	lower := filepath.Join(base, "lower")
+	if err := os.MkdirAll(filepath.Join(lower, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// 200 MiB of data that does not repeat at any block boundary.
+	block := faultBytes(faultSeed("enospc-big"), 1<<20)
+	bf, err := os.Create(filepath.Join(lower, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for i := 0; i < bigSize>>20; i++ {
+		copy(block, fmt.Sprintf("%08d", i))
+		bf.Write(block)
+		h.Write(block)
+	}
+	if err := bf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bigSum := hex.EncodeToString(h.Sum(nil))
+	for p, c := range map[string]string{"small": "small\n", "sub/x": "x\n"} {
+		if err := os.WriteFile(filepath.Join(lower, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lowers := lowerStack{lowers: []string{lower}}
+	lowerDigest := hashLowers(t, lowers)
+
+	// steps runs the scenario on the mount at mnt over upper/work on the
+	// tmpfs at tfs and returns one line per step with its errno.
+	steps := func(t *testing.T, impl, mnt, tfs, upper string, leftovers func() []string) []string {
+		var out []string
+		step := func(what string, err error) syscall.Errno {
+			e := faultErrno(err)
+			out = append(out, what+": "+faultErrnoName(e))
+			return e
+		}
+		p := func(rel string) string { return filepath.Join(mnt, rel) }
+		noCopy := func(when string) {
+			t.Helper()
+			if got := faultFileSum(t, p("big"), bigSize+1); got != bigSum {
+				t.Errorf("%s, %s: big through the mount is no longer the lower's content", impl, when)
+			}
+			if _, err := os.Lstat(filepath.Join(upper, "big")); err == nil {
+				t.Errorf("%s, %s: a (partial) copy of big is in the upper", impl, when)
+			}
+			if l := leftovers(); len(l) > 0 {
+				t.Errorf("%s, %s: left in work/: %v", impl, when, l)
+			}
+			if used := faultUsed(t, tfs); used > 1<<20 {
+				t.Errorf("%s, %s: %d bytes still used on the upper's tmpfs", impl, when, used)
+			}
+		}
+		open := func(rel string, flags int) error {
+			fd, err := unix.Open(p(rel), flags|unix.O_CLOEXEC, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+			return err
+		}
+		step("open big O_WRONLY|O_APPEND", open("big", unix.O_WRONLY|unix.O_APPEND))
+		step("open big O_RDWR", open("big", unix.O_RDWR))
+		step("truncate big to 100", unix.Truncate(p("big"), 100))
+		step("chmod big 0600", unix.Chmod(p("big"), 0o600))
+		noCopy("after the failed copy-ups")
+
+		// The mount keeps serving.
+		if b, err := os.ReadFile(p("small")); err != nil || string(b) != "small\n" {
+			t.Errorf("%s: small after ENOSPC: %q %v", impl, b, err)
+		}
+		step("write new1 (4 KiB)", os.WriteFile(p("new1"), make([]byte, 4096), 0o644))
+		step("mkdir d1", unix.Mkdir(p("d1"), 0o755))
+		step("rename new1 d1/new1", unix.Rename(p("new1"), p("d1/new1")))
+		if ents, err := os.ReadDir(p("")); err != nil || len(ents) != 4 {
+			t.Errorf("%s: root lists %d entries (%v), want big, d1, small, sub", impl, len(ents), err)
+		}
+
+		// A new file fills the tmpfs.
+		fd, err := unix.Open(p("fill"), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if step("create fill", err) == 0 {
+			chunk := make([]byte, 1<<20)
+			var werr error
+			for n := 0; n < 1<<10 && werr == nil; n++ {
+				_, werr = unix.Write(fd, chunk)
+			}
+			step("write fill until the tmpfs is full", werr)
+			step("fsync fill", unix.Fsync(fd))
+			unix.Close(fd)
+		}
+		step("append to small (copy-up) on a full upper", func() error {
+			f, err := os.OpenFile(p("small"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString("X")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}())
+		if b, err := os.ReadFile(p("small")); err != nil || (string(b) != "small\n" && string(b) != "small\nX") {
+			t.Errorf("%s: small on a full upper: %q %v", impl, b, err)
+		}
+		step("create new2 with data on a full upper", os.WriteFile(p("new2"), []byte("new2"), 0o644))
+		step("rm fill", os.Remove(p("fill")))
+		os.Remove(p("new2"))
+		step("append to sub/x (copy-up) after freeing", func() error {
+			f, err := os.OpenFile(p("sub/x"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString("Y")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}())
+		if b, _ := os.ReadFile(p("sub/x")); string(b) != "x\nY" {
+			t.Errorf("%s: sub/x after freeing space: %q, want \"x\\nY\"", impl, b)
+		}
+		noCopy("after the tmpfs was full")
+
+		// More room: the copy-up of big now succeeds.
+		run(t, 30*time.Second, "mount", "-o", "remount,size=512m", tfs)
+		step("append to big after growing the tmpfs", func() error {
+			f, err := os.OpenFile(p("big"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString("tail")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}())
+		if got := faultFileSum(t, p("big"), bigSize); got != bigSum {
+			t.Errorf("%s: big's first 200 MiB after the copy-up differ from the lower's", impl)
+		}
+		if st, err := os.Stat(filepath.Join(upper, "big")); err != nil || st.Size() != bigSize+4 {
+			t.Errorf("%s: big in the upper after the copy-up: %v", impl, err)
+		}
+		return out
+	}
+
+	tfs := filepath.Join(base, "ktmpfs")
+	faultTmpfs(t, tfs, 64<<20)
+	for _, d := range []string{"upper", "work"} {
+		os.Mkdir(filepath.Join(tfs, d), 0o755)
+	}
+	kmnt := filepath.Join(base, "kmnt")
+	kernelOverlay(t, []string{lower}, filepath.Join(tfs, "upper"), filepath.Join(tfs, "work"), kmnt)
+	want := steps(t, "kernel overlayfs", kmnt, tfs, filepath.Join(tfs, "upper"), func() []string {
+		ents, _ := os.ReadDir(filepath.Join(tfs, "work", "work"))
+		var l []string
+		for _, e := range ents {
+			l = append(l, e.Name())
+		}
+		return l
+	})
+	unmount(t, kmnt)
+	t.Logf("kernel overlayfs:\n  %s", strings.Join(want, "\n  "))
+	if want[0] != "open big O_WRONLY|O_APPEND: ENOSPC" {
+		t.Errorf("the kernel's overlayfs gave %q", want[0])
+	}
+
+	for _, pt := range []bool{true, false} {
+		name := "passthrough"
+		if !pt {
+			name = "no-passthrough"
+		}
+		tfs := filepath.Join(base, "tmpfs-"+name)
+		faultTmpfs(t, tfs, 64<<20)
+		upper, work := filepath.Join(tfs, "upper"), filepath.Join(tfs, "work")
+		for _, d := range []string{upper, work} {
+			os.Mkdir(d, 0o755)
+		}
+		mnt := filepath.Join(base, "mnt-"+name)
+		opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+		if !pt {
+			opts += ",passthrough=0"
+		}
+		pid := faultMountO(t, opts, mnt)
+		got := steps(t, "strata "+name, mnt, tfs, upper, func() []string { return faultWorkLeftovers(t, work) })
+		t.Logf("strata (%s):\n  %s", name, strings.Join(got, "\n  "))
+		if d := diffLines(want, got, 20); d != "" {
+			t.Errorf("strata (%s) and the kernel's overlayfs differ (- kernel, + strata):\n%s", name, d)
+		}
+		if !faultAlive(pid) {
+			t.Fatalf("strata (%s): the daemon died", name)
+		}
+		faultUnmountClean(t, mnt, pid)
+	}
+	if d := hashLowers(t, lowers); d != lowerDigest {
+		t.Errorf("the lower layer changed")
+	}
 }
