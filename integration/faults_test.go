@@ -552,7 +552,7 @@ func TestReliabilityKillDaemon(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
 	var (
 		totalOps, inFlight, firstWriteKills, leftovers, fsyncedBytes, killEIO int
-		recoveries                                                   []time.Duration
+		recoveries                                                            []time.Duration
 	)
 	start := time.Now()
 	for round := 0; round < rounds; round++ {
