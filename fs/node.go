@@ -85,7 +85,7 @@ type node struct {
 	ovr override
 	// lastSt is the object's last known stat, for fstat of an unlinked
 	// object the kernel opens without us (fifos, sockets, devices).
-	lastSt unix.Stat_t
+	lastSt *unix.Stat_t
 }
 
 var (
@@ -101,6 +101,15 @@ var (
 
 func (u *unionFS) newNode() *node {
 	return &node{u: u}
+}
+
+// isSpecial: a fifo, socket or device, which the kernel opens itself.
+func isSpecial(mode uint32) bool {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
+		return true
+	}
+	return false
 }
 
 func (n *node) copyMuLock()   { n.cmu.Lock() }
@@ -535,9 +544,13 @@ func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 // fillAttr converts a layer stat into what the mount shows for node ch.
 func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
-	if n, ok := ch.Operations().(*node); ok && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	if n, ok := ch.Operations().(*node); ok && isSpecial(st.Mode) {
+		// Kept only for the types the kernel opens without us: a
+		// pointer, so that the 100k ordinary nodes of a big walk don't
+		// each carry a stat.
+		cp := *st
 		n.mu.Lock()
-		n.lastSt = *st
+		n.lastSt = &cp
 		n.mu.Unlock()
 	}
 	out.Ino = ch.StableAttr().Ino
@@ -622,11 +635,12 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		}
 		// Unlinked, yet still open (a fifo the kernel opened itself).
 		n.mu.Lock()
-		st = n.lastSt
+		last := n.lastSt
 		n.mu.Unlock()
-		if st.Mode == 0 {
+		if last == nil {
 			return errno
 		}
+		st = *last
 		n.u.fillAttr(&out.Attr, &st, &n.Inode)
 		out.Nlink = 0
 		return 0

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -114,6 +115,13 @@ func reportReady(err error) {
 // the kernel has the mount (to record it), onExit after it is gone.
 func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptions, onMounted func() error, onExit func()) error {
 	raiseFileLimit(log)
+	if os.Getenv("GOGC") == "" {
+		// Most of the daemon's heap is one node per name the kernel
+		// remembers, live until it forgets them; collecting at +50%
+		// instead of +100% keeps a 100k-file walk under 100 MB of RSS
+		// for a few percent more GC work.
+		debug.SetGCPercent(50)
+	}
 	if p := os.Getenv("STRATA_CPUPROFILE"); p != "" {
 		// A CPU profile of the daemon's whole life, for tuning.
 		if f, err := os.Create(p); err != nil {
@@ -123,6 +131,24 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 		} else {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
+	}
+	if p := os.Getenv("STRATA_MEMPROFILE"); p != "" {
+		// SIGUSR2 writes a heap profile of the live mount, for tuning.
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		go func() {
+			for range usr2 {
+				f, err := os.Create(p)
+				if err == nil {
+					runtime.GC()
+					err = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+				if err != nil {
+					log.Warnf("heap profile: %v", err)
+				}
+			}
+		}()
 	}
 	srv, err := strfs.Mount(dir, cfg, mo)
 	if err != nil {
