@@ -1024,3 +1024,269 @@ func TestReliabilityENOSPC(t *testing.T) {
 		t.Errorf("the lower layer changed")
 	}
 }
+
+// faultProbe is one operation on a mount whose lower layer was damaged: its
+// result is "ok: CONTENT" or the errno's name.
+type faultProbe struct {
+	name string
+	run  func(mnt string) (string, error)
+}
+
+func faultReadProbe(rel string) faultProbe {
+	return faultProbe{"read " + rel, func(mnt string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(mnt, rel))
+		return string(b), err
+	}}
+}
+
+func faultAppendProbe(rel string) faultProbe {
+	return faultProbe{"append to " + rel, func(mnt string) (string, error) {
+		f, err := os.OpenFile(filepath.Join(mnt, rel), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return "", err
+		}
+		_, err = f.WriteString("+")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", err
+		}
+		b, err := os.ReadFile(filepath.Join(mnt, rel))
+		return string(b), err
+	}}
+}
+
+func faultListProbe(rel string) faultProbe {
+	return faultProbe{"readdir " + rel, func(mnt string) (string, error) {
+		ents, err := os.ReadDir(filepath.Join(mnt, rel))
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " "), err
+	}}
+}
+
+// TestReliabilityLowerRemoved damages the top lower layer under a live
+// mount, after the kernel has looked at everything: a directory removed
+// (rm -rf), the whole layer removed, the layer or a directory renamed away,
+// permissions taken away (chmod 000). Overlayfs leaves the result of changing
+// a lower layer under a mount undefined, short of crashing or hanging; the
+// same probes run on the kernel's overlayfs and are logged beside strata's.
+// strata must answer every probe within 10 s with the data the layer held
+// (a name the kernel remembers may still reach its removed file, which the
+// daemon's read-only view of the layer keeps), the data of the layer below
+// where the name now resolves there, or an error (ENOENT, ESTALE, EIO);
+// never other data. Everything in the other layers and the upper must keep
+// working, readdir must list them, failing probes repeated 100 times must not
+// leak fds in the daemon, and the daemon must stay up and exit cleanly at
+// unmount. Same steps in the long form.
+func TestReliabilityLowerRemoved(t *testing.T) {
+	requireCommands(t, "umount")
+	top := map[string]string{"sub/a": "a in L1", "sub/b": "b in L1", "sub/u": "u in L1 (never looked up)", "top1": "top1 in L1",
+		"deep/d1/d2/f": "deep in L1", "shadow": "shadow in L1"}
+	bottom := map[string]string{"sub/c": "c in L2", "bot1": "bot1 in L2", "shadow": "shadow in L2"}
+	actions := []struct {
+		name string
+		do   func(l1 string) error
+	}{
+		{"rm-rf-dir", func(l1 string) error { return os.RemoveAll(filepath.Join(l1, "sub")) }},
+		{"rm-rf-layer", func(l1 string) error { return os.RemoveAll(l1) }},
+		{"rename-layer", func(l1 string) error { return os.Rename(l1, l1+".moved") }},
+		{"rename-dir", func(l1 string) error { return os.Rename(filepath.Join(l1, "sub"), filepath.Join(l1, "sub.moved")) }},
+		{"chmod-000", func(l1 string) error {
+			for _, p := range []string{"sub/a", "sub", "deep/d1", "top1", ""} {
+				if err := os.Chmod(filepath.Join(l1, p), 0); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	}
+	var probes []faultProbe
+	for _, rel := range []string{"sub/a", "sub/b", "sub/u", "top1", "deep/d1/d2/f", "shadow", "sub/c", "bot1"} {
+		probes = append(probes, faultReadProbe(rel))
+	}
+	probes = append(probes, faultListProbe(""), faultListProbe("sub"), faultListProbe("deep/d1"))
+	for _, rel := range []string{"sub/a", "top1", "deep/d1/d2/f", "bot1", "sub/c", "sub/new", "new"} {
+		probes = append(probes, faultAppendProbe(rel))
+	}
+	probes = append(probes, faultProbe{"mkdir sub/newdir", func(mnt string) (string, error) {
+		return "", os.Mkdir(filepath.Join(mnt, "sub/newdir"), 0o755)
+	}}, faultListProbe("sub"), faultListProbe(""))
+
+	// build makes the two layers under dir and returns them top-first.
+	build := func(t *testing.T, dir string) (string, string) {
+		l1, l2 := filepath.Join(dir, "L1"), filepath.Join(dir, "L2")
+		for l, files := range map[string]map[string]string{l1: top, l2: bottom} {
+			for rel, c := range files {
+				p := filepath.Join(l, rel)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return l1, l2
+	}
+	// exercise looks at everything but sub/u, damages L1 while a reader
+	// holds sub/b open, and runs the probes; held is what the open reader
+	// then reads.
+	exercise := func(t *testing.T, mnt, l1 string, do func(string) error) (results []string, errs map[string]error, outs map[string]string, held string) {
+		for rel := range top {
+			if rel != "sub/u" {
+				os.ReadFile(filepath.Join(mnt, rel))
+			}
+		}
+		for rel := range bottom {
+			os.ReadFile(filepath.Join(mnt, rel))
+		}
+		for _, d := range []string{"", "sub", "deep", "deep/d1", "deep/d1/d2"} {
+			os.ReadDir(filepath.Join(mnt, d))
+		}
+		reader, err := os.Open(filepath.Join(mnt, "sub/b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reader.Close()
+		if err := do(l1); err != nil {
+			t.Fatalf("damaging the layer: %v", err)
+		}
+		errs, outs = map[string]error{}, map[string]string{}
+		for _, p := range probes {
+			var out string
+			var err error
+			faultWithin(t, 10*time.Second, p.name, func() { out, err = p.run(mnt) })
+			key := p.name
+			if _, dup := errs[key]; dup || outs[key] != "" {
+				key += " (again)"
+			}
+			errs[key], outs[key] = err, out
+			r := faultErrnoName(faultErrno(err))
+			if err == nil {
+				r = "ok: " + out
+			}
+			results = append(results, key+" -> "+r)
+		}
+		b := make([]byte, 64)
+		var n int
+		faultWithin(t, 10*time.Second, "read of the held fd", func() { n, err = reader.ReadAt(b, 0) })
+		held = string(b[:n])
+		if err != nil && err != io.EOF {
+			held = faultErrnoName(faultErrno(err))
+		}
+		return results, errs, outs, held
+	}
+
+	for _, a := range actions {
+		t.Run(a.name, func(t *testing.T) {
+			// The kernel's overlayfs on its own copy of the layers.
+			kdir := t.TempDir()
+			kl1, kl2 := build(t, kdir)
+			kmnt := filepath.Join(kdir, "mnt")
+			for _, d := range []string{"upper", "work"} {
+				os.MkdirAll(filepath.Join(kdir, d), 0o755)
+			}
+			kernelOverlay(t, []string{kl1, kl2}, filepath.Join(kdir, "upper"), filepath.Join(kdir, "work"), kmnt)
+			kres, _, _, kheld := exercise(t, kmnt, kl1, a.do)
+			unmount(t, kmnt)
+
+			dir := t.TempDir()
+			l1, l2 := build(t, dir)
+			upper, work, mnt := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "mnt")
+			for _, d := range []string{upper, work} {
+				os.MkdirAll(d, 0o755)
+			}
+			pid := faultMountO(t, "lowerdir="+l1+":"+l2+",upperdir="+upper+",workdir="+work, mnt)
+			sres, errs, outs, held := exercise(t, mnt, l1, a.do)
+			var table []string
+			for i := range sres {
+				table = append(table, fmt.Sprintf("%-60s kernel: %s", sres[i], strings.SplitN(kres[i], " -> ", 2)[1]))
+			}
+			t.Logf("strata vs kernel after %s:\n  %s\n  held-open sub/b reads: strata %q, kernel %q", a.name, strings.Join(table, "\n  "), held, kheld)
+
+			if held != top["sub/b"] && held != "EIO" && held != "ESTALE" {
+				t.Errorf("the reader holding sub/b open reads %q", held)
+			}
+			okErr := func(err error) bool {
+				e := faultErrno(err)
+				return e == unix.ENOENT || e == unix.ESTALE || e == unix.EIO
+			}
+			for key, err := range errs {
+				out := outs[key]
+				kind, rel, _ := strings.Cut(key, " ")
+				rel = strings.TrimPrefix(strings.TrimSuffix(rel, " (again)"), "to ")
+				switch {
+				case kind == "readdir" || kind == "mkdir":
+					if err != nil {
+						t.Errorf("%s: %v (the upper and L2 must stay listable and writable)", key, err)
+					}
+				case bottom[rel] != "" && top[rel] == "": // only in L2
+					want := bottom[rel]
+					if kind == "append" {
+						want += "+"
+					}
+					if err != nil || out != want {
+						t.Errorf("%s: %q %v, want %q (L2 is intact)", key, out, err, want)
+					}
+				case kind == "append" && top[rel] == "": // new file
+					if err != nil || out != "+" {
+						t.Errorf("%s: %q %v, want a new file holding \"+\"", key, out, err)
+					}
+				case err != nil:
+					if !okErr(err) {
+						t.Errorf("%s: %v, want the data, ENOENT, ESTALE or EIO", key, err)
+					}
+				default:
+					allowed := []string{top[rel], bottom[rel]}
+					if kind == "append" {
+						allowed = []string{top[rel] + "+", bottom[rel] + "+"}
+					}
+					if !slices.Contains(allowed, out) || out == "" || out == "+" {
+						t.Errorf("%s: %q, want one of %q (what the layers held) or an error", key, out, allowed)
+					}
+				}
+			}
+			if ents, err := os.ReadDir(mnt); err != nil {
+				t.Errorf("readdir of the root: %v", err)
+			} else {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				for _, want := range []string{"bot1", "new", "shadow", "sub"} {
+					if !slices.Contains(names, want) {
+						t.Errorf("the root lists %v: %s missing", names, want)
+					}
+				}
+			}
+
+			// Failing probes again and again: no fd may leak.
+			fds := func() int { ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); return len(ents) }
+			before := fds()
+			faultWithin(t, 60*time.Second, "repeated probes", func() {
+				for i := 0; i < 100; i++ {
+					for _, rel := range []string{"sub/a", "sub/u", "top1", "deep/d1/d2/f", "shadow"} {
+						os.ReadFile(filepath.Join(mnt, rel))
+						os.Stat(filepath.Join(mnt, rel))
+						if f, err := os.OpenFile(filepath.Join(mnt, rel), os.O_WRONLY|os.O_APPEND, 0); err == nil {
+							f.Close()
+						}
+					}
+					os.ReadDir(filepath.Join(mnt, "sub"))
+					os.ReadDir(filepath.Join(mnt, "deep/d1"))
+				}
+			})
+			if after := fds(); after > before+16 {
+				t.Errorf("the daemon's open fds grew from %d to %d over 100 rounds of failing probes", before, after)
+			}
+			if !faultAlive(pid) {
+				t.Fatal("the daemon died")
+			}
+			faultUnmountClean(t, mnt, pid)
+		})
+	}
+}
