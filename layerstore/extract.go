@@ -395,7 +395,9 @@ func (x *extractor) apply(hdr *tar.Header, r io.Reader) error {
 		if err := x.setXattrsPath(pfd, base, name, hdr); err != nil {
 			return err
 		}
-		x.entries = append(x.entries, x.entry(name, "l", hdr))
+		e := x.entry(name, "l", hdr)
+		e.Link = hdr.Linkname // for fsck --deep
+		x.entries = append(x.entries, e)
 		return setTimesAt(pfd, base, atime(hdr), hdr.ModTime)
 	case tar.TypeLink:
 		return x.hardlink(pfd, name, base, hdr)
