@@ -82,7 +82,9 @@ func TestFsckFindsDamage(t *testing.T) {
 		onlyOne bool
 	}{
 		{name: "file content changed", deep: true, want: "etc/hostname: content sha256:", onlyOne: true,
-			damage: func(t *testing.T, s *layerstore.Store, top string) { write(t, filepath.Join(top, "etc/hostname"), "BASE\n") }},
+			damage: func(t *testing.T, s *layerstore.Store, top string) {
+				write(t, filepath.Join(top, "etc/hostname"), "BASE\n")
+			}},
 		{name: "file truncated", deep: true, want: "etc/hostname: size 0, the manifest says 5", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) { write(t, filepath.Join(top, "etc/hostname"), "") }},
 		{name: "file removed", deep: true, want: "etc/hostname: missing (the manifest has a file)", onlyOne: true,
@@ -113,13 +115,17 @@ func TestFsckFindsDamage(t *testing.T) {
 		{name: "diff dir removed", want: "diff/ is missing", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) { rmAll(t, top) }},
 		{name: "layer.json not JSON", want: "layer.json: invalid character", onlyOne: true,
-			damage: func(t *testing.T, s *layerstore.Store, top string) { write(t, filepath.Join(filepath.Dir(top), "layer.json"), "{oops") }},
+			damage: func(t *testing.T, s *layerstore.Store, top string) {
+				write(t, filepath.Join(filepath.Dir(top), "layer.json"), "{oops")
+			}},
 		{name: "contents.jsonl not JSON", want: "contents.jsonl line 1 does not parse", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) {
 				write(t, filepath.Join(filepath.Dir(top), "contents.jsonl"), "not json\n")
 			}},
 		{name: "contents.jsonl removed", want: "contents.jsonl: no such file", onlyOne: true,
-			damage: func(t *testing.T, s *layerstore.Store, top string) { rm(t, filepath.Join(filepath.Dir(top), "contents.jsonl")) }},
+			damage: func(t *testing.T, s *layerstore.Store, top string) {
+				rm(t, filepath.Join(filepath.Dir(top), "contents.jsonl"))
+			}},
 		{name: "image.json not JSON", want: "image.json: unexpected end of JSON input", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) { write(t, imageFile(t, s, "image.json"), "") }},
 		{name: "config changed", want: "config.json hashes to sha256:", onlyOne: true,
@@ -131,7 +137,9 @@ func TestFsckFindsDamage(t *testing.T) {
 				write(t, imageFile(t, s, "config.json"), string(b)+" ")
 			}},
 		{name: "image dir removed", want: "points at image", onlyOne: true,
-			damage: func(t *testing.T, s *layerstore.Store, top string) { rmAll(t, filepath.Dir(imageFile(t, s, "config.json"))) }},
+			damage: func(t *testing.T, s *layerstore.Store, top string) {
+				rmAll(t, filepath.Dir(imageFile(t, s, "config.json")))
+			}},
 		{name: "tag to a missing image", want: "tag docker.io/hostile/ghost:1: points at image 000000000000, which does not exist", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) {
 				p := filepath.Join(s.Root(), "repositories.json")
@@ -143,7 +151,9 @@ func TestFsckFindsDamage(t *testing.T) {
 				write(t, p, strings.Replace(string(b), `"Repositories": {`, `"Repositories": {`+ghost, 1))
 			}},
 		{name: "repositories.json not JSON", want: "repositories.json: repositories.json: invalid character", onlyOne: true,
-			damage: func(t *testing.T, s *layerstore.Store, top string) { write(t, filepath.Join(s.Root(), "repositories.json"), "{]") }},
+			damage: func(t *testing.T, s *layerstore.Store, top string) {
+				write(t, filepath.Join(s.Root(), "repositories.json"), "{]")
+			}},
 		{name: "staging leftover", want: "tmp/import-dead: staging leftover", onlyOne: true,
 			damage: func(t *testing.T, s *layerstore.Store, top string) {
 				if err := os.MkdirAll(filepath.Join(s.Root(), "tmp", "import-dead", "layer-0"), 0o700); err != nil {
