@@ -145,7 +145,11 @@ func runOverlayCompat(args []string) int {
 	// root in a user namespace (rootless podman) chowns for real.
 	cfg := strfs.Config{Log: log, OverrideStat: os.Geteuid() != 0}
 	unprivilegedConfig(&cfg, false)
-	mo := strfs.MountOptions{FsName: "strata", AllowOther: os.Geteuid() == 0}
+	// fuse-overlayfs' defaults as root: allow_other, nodev, and setuid
+	// bits honoured (containers/storage passes no "suid": a container's
+	// sudo or ping relies on it); a plain user's FUSE mount is nosuid
+	// whatever it asks.
+	mo := strfs.MountOptions{FsName: "strata", AllowOther: os.Geteuid() == 0, Suid: os.Geteuid() == 0}
 	for _, o := range oa.opts {
 		key, val, _ := strings.Cut(o, "=")
 		val = unescapeOpt(val)
