@@ -97,7 +97,8 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 	} else {
 		opts = append(opts, "suid")
 	}
-	if mo.ReadOnly || cfg.Upper == "" {
+	ro := mo.ReadOnly || cfg.Upper == ""
+	if ro {
 		opts = append(opts, "ro")
 	}
 	opts = append(opts, mo.Extra...)
@@ -125,6 +126,13 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 		NegativeTimeout: &nt,
 		NullPermissions: true,
 		RootStableAttr:  attr,
+	}
+	if ro {
+		// "ro" in the data string of mount(2) only makes the superblock
+		// read-only; the mount itself must say so too (mountinfo, and
+		// what fuse-overlayfs and mount -o ro show). The nosuid/nodev
+		// options still adjust these flags.
+		o.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
 	}
 	if mo.Debug || (cfg.Log != nil && cfg.Log.IsLevelEnabled(logrus.DebugLevel)) {
 		// Every FUSE request and reply, through the daemon's logger.
