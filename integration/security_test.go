@@ -289,9 +289,8 @@ func (c *secCtx) do1(o secOp) (string, error) {
 	case "read":
 		var fd int
 		if fd, err = c.open(o.P, unix.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
-			out, err = readFd(fd)
+			out, err = readFd(fd) // quoted, long contents summarised
 			unix.Close(fd)
-			out = strconv.Quote(out)
 		}
 	case "readdir":
 		var fd int
@@ -461,15 +460,43 @@ func getxattrNoFollow(p, name string, nofollow bool) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// runAsNobody runs script in a helper process with uid/gid 65534 and no
-// supplementary groups (no capabilities: a set-user-ID change from root to
-// another user clears them).
-func runAsNobody(t testing.TB, script secScript) []string {
+// nobodyHelper copies the test binary (go test keeps it in a 0700
+// directory) into dir, where nobody can run it.
+func nobodyHelper(t testing.TB, dir string) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := filepath.Join(dir, "helper")
+	copyFile(t, exe, p, 0o755)
+	return p
+}
+
+// publicTempDir is a directory under /tmp that nobody can traverse (a
+// t.TempDir is 0700), removed at cleanup; register it before the mounts in it.
+func publicTempDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("/tmp", "strata-sec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o755)
+	t.Cleanup(func() {
+		if ms := mountsUnder(d); len(ms) > 0 {
+			t.Errorf("mounts left under %s: %v", d, ms)
+			return
+		}
+		os.RemoveAll(d)
+	})
+	return d
+}
+
+// runAsNobody runs script in a helper process with uid/gid 65534 and no
+// supplementary groups (no capabilities: a set-user-ID change from root to
+// another user clears them).
+func runAsNobody(t testing.TB, exe string, script secScript) []string {
+	t.Helper()
 	in, _ := json.Marshal(script)
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), secHelperEnv+"=1")
@@ -483,6 +510,7 @@ func runAsNobody(t testing.TB, script secScript) []string {
 		t.Fatalf("starting the helper as nobody: %v", err)
 	}
 	go func() { done <- cmd.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
@@ -1499,4 +1527,352 @@ func TestReliabilityMountEscape(t *testing.T) {
 	}
 	t.Logf("%d operations on both mounts, %d disagreements; fanotify: %d events on the watched filesystems, %d kept, %d accesses of the daemon to its layers, %d to objects deleted before they were read, 0 allowed outside",
 		nops, bad, total, len(evs), daemonOnLayers, gone)
+}
+
+// ---------------------------------------------------------------------------
+// A plain user on a root-owned mount; nosuid and nodev
+
+// permLayers is an image with owners and modes to be refused by, a setuid-root
+// program and a device node.
+func permLayers(t testing.TB) [][]secEntry {
+	const nobody = 65534
+	l1 := []secEntry{
+		secFile("secret", 0o600, 0, 0, "root only\n"),
+		secFile("public", 0o644, 0, 0, "everyone\n"),
+		secDir("priv/", 0o711, 0, 0),
+		secFile("priv/known", 0o644, 0, 0, "known name\n"),
+		secFile("priv/closed", 0o600, 0, 0, "closed\n"),
+		secDir("ro/", 0o755, 0, 0),
+		secFile("ro/victim", 0o644, 0, 0, "victim\n"),
+		secDir("ro/sub/", 0o755, 0, 0),
+		secDir("tmp/", 0o1777, 0, 0),
+		secFile("tmp/rootfile", 0o644, 0, 0, "root's\n"),
+		secFile("tmp/nobodyfile", 0o644, nobody, nobody, "nobody's\n"),
+		secDir("tmp/rootdir/", 0o755, 0, 0),
+		secDir("nobodydir/", 0o755, nobody, nobody),
+		secFile("nobodydir/own", 0o644, nobody, nobody, "mine\n"),
+		secFile("nobodydir/rootowned", 0o644, 0, 0, "root's, in nobody's dir\n"),
+		secDir("groupw/", 0o775, 0, nobody),
+		secDir("bin/", 0o755, 0, 0),
+		secFile("bin/euid", 0o4755, 0, 0, euidProgram(t)),
+		secFile("bin/euid-plain", 0o755, 0, 0, euidProgram(t)),
+		secDir("dev/", 0o755, 0, 0),
+		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+	}
+	l2 := []secEntry{
+		secDir("ro/", 0o755, 0, 0),
+		secFile("ro/victim2", 0o644, 0, 0, "top victim\n"),
+		secDir("tmp/", 0o1777, 0, 0),
+		secFile("tmp/toprootfile", 0o600, 0, 0, "top\n"),
+		secFile("public2", 0o444, 0, 0, "read-only for all\n"),
+	}
+	return [][]secEntry{l1, l2}
+}
+
+// nobodyOps is what a plain user tries on a root-owned mount, with what the
+// permissions allow; every result is also compared with the kernel's
+// overlayfs.
+var nobodyOps = []struct {
+	op   secOp
+	want string // "" when only the comparison counts
+}{
+	{secOp{Op: "read", P: "public"}, `ok "everyone\n"`},
+	{secOp{Op: "read", P: "secret"}, "EACCES"},
+	{secOp{Op: "stat", P: "secret"}, "ok f 0600 0:0 s=10"},
+	{secOp{Op: "read", P: "public2"}, ""},
+	{secOp{Op: "openw", P: "public2"}, "EACCES"},
+	{secOp{Op: "readdir", P: "priv"}, "EACCES"},
+	{secOp{Op: "stat", P: "priv/known"}, ""},
+	{secOp{Op: "read", P: "priv/known"}, `ok "known name\n"`},
+	{secOp{Op: "read", P: "priv/closed"}, "EACCES"},
+	{secOp{Op: "create", P: "priv/new", M: 0o644}, "EACCES"},
+	{secOp{Op: "readdir", P: "ro"}, "ok sub,victim,victim2"},
+	{secOp{Op: "create", P: "ro/new", M: 0o644}, "EACCES"},
+	{secOp{Op: "trunc", P: "ro/new2", M: 0o644}, "EACCES"},
+	{secOp{Op: "mkdir", P: "ro/newd", M: 0o755}, "EACCES"},
+	{secOp{Op: "mkfifo", P: "ro/fifo", M: 0o644}, "EACCES"},
+	{secOp{Op: "symlink", P: "ro/sl", V: "x"}, "EACCES"},
+	{secOp{Op: "link", P: "nobodydir/own", Q: "ro/l"}, "EACCES"},
+	{secOp{Op: "unlink", P: "ro/victim"}, "EACCES"},
+	{secOp{Op: "unlink", P: "ro/victim2"}, "EACCES"},
+	{secOp{Op: "rmdir", P: "ro/sub"}, "EACCES"},
+	{secOp{Op: "rename", P: "ro/victim", Q: "tmp/v"}, "EACCES"},
+	{secOp{Op: "rename", P: "nobodydir/own", Q: "ro/own"}, "EACCES"},
+	{secOp{Op: "openw", P: "public"}, "EACCES"},
+	{secOp{Op: "append", P: "public", V: "x"}, "EACCES"},
+	{secOp{Op: "trunc", P: "public", M: 0o644}, "EACCES"},
+	{secOp{Op: "truncate", P: "public", N: 1}, "EACCES"},
+	{secOp{Op: "chmod", P: "public", M: 0o777}, "EPERM"},
+	{secOp{Op: "chown", P: "public", N: 65534, G: 65534}, "EPERM"},
+	{secOp{Op: "chown", P: "nobodydir/own", N: 0, G: 0}, "EPERM"},
+	{secOp{Op: "chown", P: "nobodydir/own", N: 65534, G: 0}, "EPERM"},
+	{secOp{Op: "utimes", P: "public"}, "EPERM"},
+	{secOp{Op: "touch", P: "public"}, "EACCES"},
+	{secOp{Op: "setxattr", P: "public", Q: "user.x", V: "1"}, "EACCES"},
+	{secOp{Op: "setxattr", P: "tmp/nobodyfile", Q: "trusted.x", V: "1"}, "EPERM"},
+	{secOp{Op: "setxattr", P: "nobodydir/own", Q: "trusted.x", V: "1"}, "EPERM"},
+	{secOp{Op: "setxattr", P: "nobodydir/own", Q: "user.x", V: "1"}, "ok"},
+	{secOp{Op: "getxattr", P: "nobodydir/own", Q: "user.x"}, `ok "1"`},
+	{secOp{Op: "removexattr", P: "nobodydir/own", Q: "user.x"}, "ok"},
+	{secOp{Op: "getxattr", P: "secret", Q: "trusted.x"}, ""},
+	{secOp{Op: "touch", P: "nobodydir/own"}, "ok"},
+	{secOp{Op: "utimes", P: "nobodydir/own"}, "ok"},
+	{secOp{Op: "chmod", P: "nobodydir/own", M: 0o600}, "ok"},
+	{secOp{Op: "append", P: "nobodydir/own", V: "more"}, "ok"},
+	// the sticky /tmp
+	{secOp{Op: "create", P: "tmp/mine", M: 0o644, V: "x"}, "ok"},
+	{secOp{Op: "openw", P: "tmp/rootfile"}, "EACCES"},
+	{secOp{Op: "unlink", P: "tmp/rootfile"}, "EPERM"},
+	{secOp{Op: "unlink", P: "tmp/toprootfile"}, "EPERM"},
+	{secOp{Op: "rename", P: "tmp/rootfile", Q: "tmp/r2"}, "EPERM"},
+	{secOp{Op: "rename", P: "tmp/mine", Q: "tmp/rootfile"}, "EPERM"},
+	{secOp{Op: "rmdir", P: "tmp/rootdir"}, "EPERM"},
+	{secOp{Op: "create", P: "tmp/rootdir/x", M: 0o644}, "EACCES"},
+	{secOp{Op: "rename", P: "tmp/mine", Q: "tmp/mine2"}, "ok"},
+	{secOp{Op: "unlink", P: "tmp/mine2"}, "ok"},
+	{secOp{Op: "unlink", P: "tmp/nobodyfile"}, "ok"},
+	// nobody's own directory, and a group-writable one
+	{secOp{Op: "create", P: "nobodydir/new", M: 0o644, V: "n"}, "ok"},
+	{secOp{Op: "mkdir", P: "nobodydir/d", M: 0o755}, "ok"},
+	{secOp{Op: "rename", P: "nobodydir/new", Q: "nobodydir/d/new"}, "ok"},
+	{secOp{Op: "unlink", P: "nobodydir/rootowned"}, "ok"},
+	{secOp{Op: "create", P: "groupw/g", M: 0o640, V: "g"}, "ok"},
+	{secOp{Op: "lstat", P: "groupw/g"}, "ok f 0640 65534:65534 s=1"},
+	{secOp{Op: "mknod", P: "nobodydir/null", M: 0o666}, "EPERM"},
+	{secOp{Op: "lstat", P: "bin/euid"}, ""},
+}
+
+// TestReliabilityNonRootUser: nobody on a mount made by root (allow_other,
+// default_permissions) can do exactly what the permissions allow, as on the
+// kernel's overlayfs over the same layers.
+func TestReliabilityNonRootUser(t *testing.T) {
+	requireCommands(t, "import", "mount", "mounts")
+	base := publicTempDir(t)
+	helper := nobodyHelper(t, base)
+	store := filepath.Join(base, "store")
+	archive := secArchive(t, base, "sec/perm:1", permLayers(t)...)
+	in := importIn(t, store, archive, "sec/perm:1")
+	lowers := topFirst(in.LayerDirs)
+	guardLowers(t, lowerStack{lowers: lowers})
+	sMnt, kMnt := filepath.Join(base, "strata"), filepath.Join(base, "kernel")
+	sUpper, kUpper, kWork := filepath.Join(base, "strata-upper"), filepath.Join(base, "kernel-upper"), filepath.Join(base, "kernel-work")
+	for _, d := range []string{kUpper, kWork} {
+		os.MkdirAll(d, 0o755)
+	}
+	strataMountIn(t, store, "sec/perm:1", sMnt, "--upper", sUpper)
+	kernelOverlay(t, lowers, kUpper, kWork, kMnt, kernelDefaultOpts...)
+
+	ops := make([]secOp, len(nobodyOps))
+	for i, o := range nobodyOps {
+		ops[i] = o.op
+	}
+	// One operation per helper run would be slow; the whole list runs on
+	// the kernel's mount, then on strata's, each from the same start.
+	k := runAsNobody(t, helper, secScript{Root: kMnt, Ops: ops})
+	s := runAsNobody(t, helper, secScript{Root: sMnt, Ops: ops})
+	refused := 0
+	for i, o := range nobodyOps {
+		if secVerbose() {
+			t.Logf("%d %v: kernel %s | strata %s", i, o.op, k[i], s[i])
+		}
+		if k[i] != s[i] {
+			t.Errorf("as nobody: %v: kernel overlayfs %s, strata %s", o.op, k[i], s[i])
+		}
+		if o.want != "" && s[i] != o.want {
+			t.Errorf("as nobody: %v: strata %s, want %s", o.op, s[i], o.want)
+		}
+		if strings.HasPrefix(s[i], "EACCES") || strings.HasPrefix(s[i], "EPERM") {
+			refused++
+		}
+	}
+	secCompareTrees(t, "merged trees after nobody's operations", kMnt, sMnt, false)
+	unmount(t, sMnt)
+	unmount(t, kMnt)
+	secCompareTrees(t, "upper directories after nobody's operations", kUpper, sUpper, true)
+	t.Logf("%d operations as nobody on both mounts, %d refused by permissions", len(ops), refused)
+}
+
+// mountFlags returns the per-mount flags of the mount at dir that matter
+// here, as "nosuid,nodev,ro" (those present).
+func mountFlags(t testing.TB, dir string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || unescapeMount(f[4]) != dir {
+			continue
+		}
+		found = found[:0]
+		opts := "," + f[5] + ","
+		for _, o := range []string{"nosuid", "nodev", "ro"} {
+			if strings.Contains(opts, ","+o+",") {
+				found = append(found, o)
+			}
+		}
+		if len(found) == 0 {
+			found = append(found, "-")
+		}
+	}
+	if found == nil {
+		t.Fatalf("%s is not mounted", dir)
+	}
+	return strings.Join(found, ",")
+}
+
+// behaviour is what the flags of a mount do: nobody running the setuid-root
+// program (exit 0: it ran as root; 254: as nobody), root opening the device
+// node for writing, root creating a file.
+func behaviour(t testing.TB, helper, mnt string) string {
+	t.Helper()
+	r := runAsNobody(t, helper, secScript{Root: mnt, Ops: []secOp{{Op: "exec", P: "bin/euid"}, {Op: "exec", P: "bin/euid-plain"}}})
+	c, err := newSecCtx(mnt, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	dev := c.do(secOp{Op: "openrw", P: "dev/null"})
+	create := c.do(secOp{Op: "create", P: fmt.Sprintf("probe-%d", time.Now().UnixNano()), M: 0o644})
+	mode := c.do(secOp{Op: "lstat", P: "bin/euid"})
+	return fmt.Sprintf("setuid program as nobody: %s (plain: %s); open dev/null: %s; create: %s; bin/euid: %s", r[0], r[1], dev, create, mode)
+}
+
+// startCompat runs `strata -o OPTS -f DIR` and returns when DIR is mounted;
+// cleanup unmounts it and waits for the daemon.
+func startCompat(t testing.TB, opts, dir string) {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	cmd := exec.Command(strataBin, "-o", opts, "-f", dir)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		unmount(t, dir)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("strata -o (pid %d) still running after its unmount: killing it", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); !isFuseMount(dir); {
+		select {
+		case <-done:
+			t.Fatalf("strata -o %s -f %s exited: %v\n%s", opts, dir, cmd.ProcessState, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("strata -o %s -f %s: not mounted after 20 s", opts, dir)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReliabilityNosuidNodev: `strata mount` is nosuid,nodev unless --suid,
+// --dev; the fuse-overlayfs compatible invocation honours suid, nosuid, dev,
+// nodev, ro and rw, with fuse-overlayfs' defaults, flags and behaviour alike.
+func TestReliabilityNosuidNodev(t *testing.T) {
+	requireCommands(t, "import", "mount", "mounts")
+	base := publicTempDir(t)
+	helper := nobodyHelper(t, base)
+	store := filepath.Join(base, "store")
+	archive := secArchive(t, base, "sec/perm:1", permLayers(t)...)
+	in := importIn(t, store, archive, "sec/perm:1")
+	lowers := topFirst(in.LayerDirs)
+	guardLowers(t, lowerStack{lowers: lowers})
+
+	const (
+		asRoot   = "exit 0"
+		asNobody = "exit 254"
+		modeLine = "ok f 4755 0:0 s=136"
+	)
+	expect := func(suid, dev, ro bool) string {
+		e, d, c := "ok "+asNobody, "EACCES", "ok"
+		if suid {
+			e = "ok " + asRoot
+		}
+		if dev {
+			d = "ok"
+		}
+		if ro {
+			c = "EROFS"
+		}
+		return fmt.Sprintf("setuid program as nobody: %s (plain: ok %s); open dev/null: %s; create: %s; bin/euid: %s", e, asNobody, d, c, modeLine)
+	}
+	t.Run("strata mount", func(t *testing.T) {
+		for _, c := range []struct {
+			args          []string
+			flags         string
+			suid, dev, ro bool
+		}{
+			{nil, "nosuid,nodev", false, false, false},
+			{[]string{"--suid"}, "nodev", true, false, false},
+			{[]string{"--dev"}, "nosuid", false, true, false},
+			{[]string{"--suid", "--dev"}, "-", true, true, false},
+			{[]string{"--read-only"}, "nosuid,nodev,ro", false, false, true},
+		} {
+			name := "default"
+			if len(c.args) > 0 {
+				name = strings.Join(c.args, " ")
+			}
+			mnt := filepath.Join(base, "m"+strings.ReplaceAll(name, " ", ""))
+			strataMountIn(t, store, "sec/perm:1", mnt, append([]string{"--upper", mnt + ".upper"}, c.args...)...)
+			if f := mountFlags(t, mnt); f != c.flags {
+				t.Errorf("strata mount %s: mount flags %s, want %s", name, f, c.flags)
+			}
+			if b, want := behaviour(t, helper, mnt), expect(c.suid, c.dev, c.ro); b != want {
+				t.Errorf("strata mount %s:\n got %s\nwant %s", name, b, want)
+			}
+			unmount(t, mnt)
+		}
+		// The kernel's overlayfs, mounted without options, as the reference
+		// for what the setuid bit and the device do when allowed.
+		kMnt := filepath.Join(base, "kernel")
+		kernelOverlay(t, lowers, "", "", kMnt)
+		want := expect(true, true, true)
+		if b := behaviour(t, helper, kMnt); b != want {
+			t.Errorf("kernel overlayfs (read-only, suid, dev):\n got %s\nwant %s", b, want)
+		}
+		unmount(t, kMnt)
+	})
+	t.Run("strata -o like fuse-overlayfs", func(t *testing.T) {
+		if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
+			t.Skip("fuse-overlayfs not installed (scripts/setup.sh installs it)")
+		}
+		for i, opts := range []string{"", "suid,dev", "nosuid,nodev", "ro", "suid,ro", "nosuid,rw", "dev"} {
+			got := map[string]string{}
+			for _, impl := range []string{"strata", "fuse-overlayfs"} {
+				d := filepath.Join(base, fmt.Sprintf("c%d-%s", i, impl))
+				for _, sub := range []string{"upper", "work", "mnt"} {
+					os.MkdirAll(filepath.Join(d, sub), 0o755)
+				}
+				all := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + d + "/upper,workdir=" + d + "/work"
+				if opts != "" {
+					all += "," + opts
+				}
+				mnt := filepath.Join(d, "mnt")
+				if impl == "strata" {
+					startCompat(t, all, mnt)
+				} else {
+					t.Cleanup(func() { unmount(t, mnt) })
+					run(t, 30*time.Second, "fuse-overlayfs", "-o", all, mnt)
+				}
+				got[impl] = "flags " + mountFlags(t, mnt) + "; " + behaviour(t, helper, mnt)
+				unmount(t, mnt)
+			}
+			if got["strata"] != got["fuse-overlayfs"] {
+				t.Errorf("-o %q:\n fuse-overlayfs: %s\n strata:         %s", opts, got["fuse-overlayfs"], got["strata"])
+			} else {
+				t.Logf("-o %q: both %s", opts, got["strata"])
+			}
+		}
+	})
 }
