@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"hash/fnv"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -142,8 +144,15 @@ func dtToMode(t uint8) uint32 {
 }
 
 // dirHandle is an open merged directory: a snapshot of the listing taken at
-// opendir (rewinddir takes a new one), so offsets stay stable for telldir
-// and seekdir.
+// opendir (rewinddir takes a new one).
+//
+// An entry's offset is a hash of its name, and the snapshot is sorted by it
+// (as ext4 does), not its index in the snapshot: with FOPEN_CACHE_DIR the
+// kernel resumes a reader's listing at its last offset in whatever listing
+// it cached last, which another opener may have taken from a changed
+// directory. Index offsets then point at other names, and names that never
+// changed came back twice or not at all; hash offsets resume right after the
+// last name returned in any snapshot.
 type dirHandle struct {
 	d       *node
 	entries []fuse.DirEntry
@@ -181,12 +190,34 @@ func (h *dirHandle) load() syscall.Errno {
 	ents := make([]fuse.DirEntry, 0, len(list)+2)
 	ents = append(ents, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: self, Off: 1})
 	ents = append(ents, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parent, Off: 2})
-	for i, e := range list {
-		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino, Off: uint64(i + 3)})
+	for _, e := range list {
+		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino, Off: nameOffset(e.name)})
+	}
+	names := ents[2:]
+	sort.Slice(names, func(i, j int) bool {
+		if names[i].Off != names[j].Off {
+			return names[i].Off < names[j].Off
+		}
+		return names[i].Name < names[j].Name
+	})
+	// Two names of one hash (one in 2^62 pairs): the later one takes the
+	// next free offset, so that offsets stay increasing.
+	for i := 1; i < len(names); i++ {
+		if names[i].Off <= names[i-1].Off {
+			names[i].Off = names[i-1].Off + 1
+		}
 	}
 	h.entries = ents
 	h.pos = 0
 	return 0
+}
+
+// nameOffset is a name's directory offset: 62 bits of its FNV-1a hash,
+// above the offsets of "." (1) and ".." (2), below 2^63 (loff_t is signed).
+func nameOffset(name string) uint64 {
+	f := fnv.New64a()
+	f.Write([]byte(name))
+	return f.Sum64()>>2 + 3
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
@@ -202,10 +233,8 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
 		return h.load()
 	}
-	if off > uint64(len(h.entries)) {
-		off = uint64(len(h.entries))
-	}
-	h.pos = int(off)
+	// Continue after the entry with offset off, or where it would be.
+	h.pos = sort.Search(len(h.entries), func(i int) bool { return h.entries[i].Off > off })
 	return 0
 }
 
