@@ -143,6 +143,29 @@ func (st *staging) Close() error {
 	return err
 }
 
+// stagingInUse says whether a live import or pull holds a staging lock.
+func (s *Store) stagingInUse() (bool, error) {
+	tmp := filepath.Join(s.root, "tmp")
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			continue
+		}
+		lk, err := lockFile(filepath.Join(tmp, e.Name()), true)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // finished meanwhile
+			}
+			return true, nil
+		}
+		lk.Close()
+	}
+	return false, nil
+}
+
 // cleanTmp removes staging directories left by processes that died.
 func (s *Store) cleanTmp() (removed int, err error) {
 	tmp := filepath.Join(s.root, "tmp")

@@ -111,6 +111,9 @@ type GCResult struct {
 	Layers     []string // diffIDs removed
 	Bytes      int64    // their uncompressed tar sizes
 	TmpRemoved int      // stale staging dirs removed
+	// KeptBusy: unreferenced layers kept because an import or pull is
+	// running (its layers are committed before its image is).
+	KeptBusy int
 }
 
 // GC removes layers that no image uses and stale staging directories.
@@ -162,8 +165,18 @@ func (s *Store) GC() (*GCResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	busy, err := s.stagingInUse()
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range ents {
 		if used[e.Name()] || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if busy {
+			// Perhaps a layer of the image being imported, which
+			// is written last: leave it to the next gc.
+			res.KeptBusy++
 			continue
 		}
 		d := "sha256:" + e.Name()

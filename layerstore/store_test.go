@@ -162,8 +162,21 @@ func TestTagRemoveGC(t *testing.T) {
 	if err != nil || res.Deleted != b.id(t) || len(res.Untagged) != 2 {
 		t.Fatalf("Remove by ID = %+v, %v", res, err)
 	}
+	// While an import or pull runs (it holds a staging lock, and commits
+	// its layers before its image), gc keeps unused layers.
+	st, err := s.newStaging("import")
+	if err != nil {
+		t.Fatal(err)
+	}
 	g, err = s.GC()
-	if err != nil || len(g.Layers) != 2 {
+	if err != nil || len(g.Layers) != 0 || g.KeptBusy != 2 {
+		t.Errorf("GC during an import = %+v, %v; want 2 layers kept", g, err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err = s.GC()
+	if err != nil || len(g.Layers) != 2 || g.KeptBusy != 0 {
 		t.Errorf("GC = %+v, %v", g, err)
 	}
 	for _, d := range []string{"layers/sha256", "images", "tmp"} {

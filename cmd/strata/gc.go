@@ -27,6 +27,9 @@ func init() {
 				fmt.Printf("Deleted layer: %s\n", l)
 			}
 			fmt.Printf("Removed %d layers (%s), %d staging dirs\n", len(res.Layers), humanSize(res.Bytes), res.TmpRemoved)
+			if res.KeptBusy > 0 {
+				fmt.Printf("Kept %d unused layers: an import or pull is running (run gc again after it)\n", res.KeptBusy)
+			}
 			return nil
 		},
 	})
