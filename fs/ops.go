@@ -291,7 +291,9 @@ func (u *unionFS) setOpaque(dirfd int, name string) error {
 			return err
 		}
 		defer unix.Close(fd)
-		mfd, err2 := unix.Openat(fd, ".wh..wh..opq", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		// O_NOFOLLOW: an upper handed to us (strata -o) may hold
+		// anything under a marker's name; never write through it.
+		mfd, err2 := unix.Openat(fd, ".wh..wh..opq", unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err2 != nil {
 			return err
 		}
@@ -311,7 +313,7 @@ func (u *unionFS) makeWhiteout(dirfd int, name string) error {
 		}
 		u.noWhDev = true
 	}
-	fd, err := unix.Openat(dirfd, ".wh."+name, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(dirfd, ".wh."+name, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
