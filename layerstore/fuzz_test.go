@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // FuzzImport feeds arbitrary bytes to the importer as an archive file. It
@@ -34,7 +36,19 @@ func FuzzImport(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = s.Import(context.Background(), in, ImportOptions{MaxRatio: 100, RatioFloor: 1 << 20, Parallel: 1})
+		// A hang is a failure too: the fuzzer would otherwise just sit on
+		// the input until -fuzztime ends and report nothing.
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Import(context.Background(), in, ImportOptions{MaxRatio: 100, RatioFloor: 1 << 20, Parallel: 1})
+			done <- err
+		}()
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("import of %d bytes still running after 20 s:\n%s", len(data), buf[:runtime.Stack(buf, true)])
+		}
 		ents, _ := os.ReadDir(base)
 		if len(ents) != 2 {
 			var names []string
