@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -49,6 +50,92 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return f.LoopbackFile.Fsync(ctx, flags)
 }
 
+// hardLinkedFile is an open name of a hard-linked lower file when
+// passthrough is off. Each name has an Inode, and so a page cache, of its
+// own (node.go), so a change through this name drops what the kernel cached
+// for the others; until then they read old data (the kernel's overlayfs
+// shows all names as one inode). With passthrough the kernel caches nothing.
+type hardLinkedFile struct {
+	noPassthroughFile
+	n *node
+}
+
+var (
+	_ = (gofs.FileWriter)(hardLinkedFile{})
+	_ = (gofs.FileWritever)(hardLinkedFile{})
+	_ = (gofs.FileAllocater)(hardLinkedFile{})
+)
+
+func (f hardLinkedFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	w, errno := f.noPassthroughFile.Write(ctx, data, off)
+	if w > 0 {
+		f.n.dropSiblingPages(f.fd())
+	}
+	return w, errno
+}
+
+func (f hardLinkedFile) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
+	w, errno := f.noPassthroughFile.Writev(ctx, data, off)
+	if w > 0 {
+		f.n.dropSiblingPages(f.fd())
+	}
+	return w, errno
+}
+
+func (f hardLinkedFile) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	errno := f.noPassthroughFile.Allocate(ctx, off, size, mode)
+	if errno == 0 {
+		f.n.dropSiblingPages(f.fd())
+	}
+	return errno
+}
+
+// dropSiblingPages tells the kernel to drop the cached pages and attributes
+// of the other names of n's hard-linked file, after a change through fd. A
+// file that grew also gets its new size at once (by storing its last byte
+// in their caches): a mapping is checked against the size the kernel holds,
+// which it does not ask for again, and would fault past the old end.
+//
+// It waits for that at most 100 ms: a write through another name that
+// drops ours holds its pages locked until we answer, and answering unlocks
+// ours. Typically all is done before the write returns.
+func (n *node) dropSiblingPages(fd int) {
+	sibs := n.u.hardLinkNodes(n.StableAttr().Ino, n)
+	if len(sibs) == 0 {
+		return
+	}
+	var st unix.Stat_t
+	var last []byte
+	if unix.Fstat(fd, &st) == nil && st.Size > 0 {
+		b := make([]byte, 1)
+		k, err := unix.Pread(fd, b, st.Size-1)
+		if err == unix.EBADF { // opened write-only
+			rfd, oerr := unix.Open(procPath(fd, ""), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if oerr == nil {
+				k, err = unix.Pread(rfd, b, st.Size-1)
+				unix.Close(rfd)
+			}
+		}
+		if err == nil && k == 1 {
+			last = b
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, m := range sibs {
+			if last != nil {
+				m.WriteCache(st.Size-1, last)
+			}
+			m.NotifyContent(0, 0)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 func (u *unionFS) newFile(fd int, upper bool) gofs.FileHandle {
 	f := &file{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fdNum: fd, upper: upper, noSync: u.cfg.NoSync}
 	if u.cfg.NoPassthrough {
@@ -91,7 +178,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, syscall.ESTALE
 		}
 	}
-	upper := n.layer.upper
+	upper, hl := n.layer.upper, n.hardLinked
 	if !upper {
 		n.openedLower = true
 	}
@@ -111,5 +198,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// Lower data never changes: the page cache stays valid.
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return n.u.newFile(ffd, upper), fuseFlags, 0
+	h := n.u.newFile(ffd, upper)
+	if np, ok := h.(noPassthroughFile); ok && hl {
+		h = hardLinkedFile{np, n}
+		if flags&syscall.O_TRUNC != 0 {
+			n.dropSiblingPages(ffd)
+		}
+	}
+	return h, fuseFlags, 0
 }

@@ -780,6 +780,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if errno := f.(gofs.FileSetattrer).Setattr(ctx, in, out); errno != 0 {
 			return errno
 		}
+		if _, ok := f.(hardLinkedFile); ok {
+			if _, sized := in.GetSize(); sized {
+				n.dropSiblingPages(fh.fd()) // file.go
+			}
+		}
 		return n.Getattr(ctx, f, out)
 	}
 	withData := true
@@ -840,6 +845,14 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return toErrno(err)
 		}
 		err = unix.Ftruncate(tfd, int64(sz))
+		if err == nil && n.u.cfg.NoPassthrough {
+			n.mu.Lock()
+			hl := n.hardLinked
+			n.mu.Unlock()
+			if hl {
+				n.dropSiblingPages(tfd) // file.go
+			}
+		}
 		unix.Close(tfd)
 		if err != nil {
 			return toErrno(err)
