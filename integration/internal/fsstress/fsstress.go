@@ -405,12 +405,24 @@ func writeAll(fd int, b []byte) error {
 // Operations
 
 func (w *Worker) create() error {
-	p := w.newPath("f")
-	fd, err := openat(w.abs(p), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, uint32(0o600+w.rng.Intn(0o200)))
+	var p string
+	flags := unix.O_CREAT | unix.O_EXCL | unix.O_WRONLY
+	if w.rng.Intn(3) == 0 {
+		// A known name, maybe removed meanwhile: made again over its
+		// whiteout, or truncated.
+		p, _ = w.pickFile()
+		flags = unix.O_CREAT | unix.O_TRUNC | unix.O_WRONLY | unix.O_NOFOLLOW
+	}
+	if p == "" {
+		p, flags = w.newPath("f"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY
+	}
+	fd, err := openat(w.abs(p), flags, uint32(0o600+w.rng.Intn(0o200)))
 	if err != nil {
 		return pathErr("create", p, err)
 	}
-	w.addFile(p)
+	if flags&unix.O_EXCL != 0 {
+		w.addFile(p)
+	}
 	err = writeAll(fd, w.data(w.size()))
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr

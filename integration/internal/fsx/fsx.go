@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type Config struct {
 	DropCaches     func() error  // drops the kernel's caches (nil: never); called every DropEvery steps
 	DropEvery      int64         // default 5000
 	Log            io.Writer     // progress lines (nil: none)
+	// Aliases: file i is another name (a hard link) of file Aliases[i],
+	// an earlier one; a write through one name must show through all.
+	Aliases map[int]int
 
 	// corrupt, set by this package's tests, changes a file behind the
 	// exerciser's back at one step, to prove a mismatch is caught.
@@ -63,12 +67,20 @@ func (e *Error) Error() string {
 		e.Seed, e.Step, e.Problem, len(e.LastOps), strings.Join(e.LastOps, "\n  "))
 }
 
-// fileState is one file: its model and its open fd.
+// content is what a file must hold; the names of one hard-linked file
+// share it.
+type content struct {
+	b      []byte
+	copied bool // opened for writing once: copied up to the upper layer
+}
+
+// fileState is one name: its model and its open fd.
 type fileState struct {
 	path     string
-	model    []byte
+	m        *content
 	fd       int
 	writable bool
+	stale    bool // a read-only fd opened before the file was copied up
 }
 
 type runner struct {
@@ -112,7 +124,14 @@ func Run(cfg Config) (Result, error) {
 		log:  make([]string, keepOps),
 	}
 	for i, p := range cfg.Files {
-		r.files = append(r.files, &fileState{path: p, model: append([]byte(nil), cfg.Initial[i]...), fd: -1})
+		m := &content{b: append([]byte(nil), cfg.Initial[i]...)}
+		if j, ok := cfg.Aliases[i]; ok {
+			if j >= i {
+				return Result{}, fmt.Errorf("fsx: alias %d of %d: must name an earlier file", i, j)
+			}
+			m = r.files[j].m
+		}
+		r.files = append(r.files, &fileState{path: p, m: m, fd: -1})
 	}
 	defer func() {
 		for _, f := range r.files {
@@ -132,6 +151,9 @@ func Run(cfg Config) (Result, error) {
 		}
 	}
 	lastLog := start
+	// A mapped access the kernel refuses (SIGBUS: a page it thinks is
+	// past the end of the file) is a failure to report, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	for r.step = 1; ; r.step++ {
 		if cfg.Ops > 0 && r.step > cfg.Ops {
 			break
@@ -140,7 +162,7 @@ func Run(cfg Config) (Result, error) {
 			break
 		}
 		f := r.files[r.rng.Intn(len(r.files))]
-		if err := r.one(f); err != nil {
+		if err := r.oneGuarded(f); err != nil {
 			r.res.Elapsed = time.Since(start)
 			return r.res, err
 		}
@@ -174,7 +196,7 @@ func Run(cfg Config) (Result, error) {
 	}
 	r.res.Elapsed = time.Since(start)
 	for _, f := range r.files {
-		r.res.Final = append(r.res.Final, f.model)
+		r.res.Final = append(r.res.Final, f.m.b)
 	}
 	return r.res, nil
 }
@@ -219,7 +241,21 @@ func (r *runner) open(f *fileState, writable bool) error {
 	if err != nil {
 		return r.fail("open %s (%s): %v", short(f.path), map[bool]string{false: "ro", true: "rw"}[writable], err)
 	}
-	f.fd, f.writable = fd, writable
+	f.fd, f.writable, f.stale = fd, writable, !writable && !f.m.copied
+	if writable && !f.m.copied {
+		f.m.copied = true
+		// A read-only fd of another name opened before this copy-up
+		// still reads the lower file (as on the kernel's overlayfs):
+		// it is opened again.
+		for _, g := range r.files {
+			if g != f && g.m == f.m && g.fd >= 0 && g.stale {
+				r.record("reopen %s ro after the copy-up", short(g.path))
+				if err := r.open(g, false); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -242,19 +278,19 @@ func (r *runner) needWrite(f *fileState) error {
 
 // resize makes the model n bytes long (new bytes are zero).
 func (f *fileState) resize(n int64) {
-	if n <= int64(len(f.model)) {
-		f.model = f.model[:n]
+	if n <= int64(len(f.m.b)) {
+		f.m.b = f.m.b[:n]
 		return
 	}
-	if n <= int64(cap(f.model)) {
-		old := len(f.model)
-		f.model = f.model[:n]
-		clear(f.model[old:])
+	if n <= int64(cap(f.m.b)) {
+		old := len(f.m.b)
+		f.m.b = f.m.b[:n]
+		clear(f.m.b[old:])
 		return
 	}
 	m := make([]byte, n, n+n/4)
-	copy(m, f.model)
-	f.model = m
+	copy(m, f.m.b)
+	f.m.b = m
 }
 
 func (r *runner) randRange(size int64, max int) (off int64, n int) {
@@ -278,9 +314,19 @@ func (r *runner) randRange(size int64, max int) (off int64, n int) {
 	return off, n
 }
 
+// oneGuarded is one, with a memory fault in a mapping turned into an error.
+func (r *runner) oneGuarded(f *fileState) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = r.fail("fault in a mapping of %s (size %d in the model): %v", short(f.path), len(f.m.b), v)
+		}
+	}()
+	return r.one(f)
+}
+
 // one runs one random operation on f and checks it.
 func (r *runner) one(f *fileState) error {
-	size := int64(len(f.model))
+	size := int64(len(f.m.b))
 	k := r.rng.Intn(100)
 	var kind string
 	switch {
@@ -346,7 +392,7 @@ func (r *runner) one(f *fileState) error {
 		if end := off + int64(n); end > size {
 			f.resize(end)
 		}
-		copy(f.model[off:], data)
+		copy(f.m.b[off:], data)
 		return r.checkAfter(f, off, n)
 	case "truncate":
 		n := r.rng.Int63n(r.cfg.MaxSize + 1)
@@ -407,7 +453,7 @@ func (r *runner) one(f *fileState) error {
 		if err := mapWrite(f.fd, off, data, r.rng.Intn(2) == 0); err != nil {
 			return r.fail("mapwrite %s %d+%d: %v", short(f.path), off, n, err)
 		}
-		copy(f.model[off:], data)
+		copy(f.m.b[off:], data)
 		return r.checkAfter(f, off, n)
 	case "fallocate", "fallocate-keep", "punch", "zero":
 		if err := r.needWrite(f); err != nil {
@@ -443,7 +489,7 @@ func (r *runner) one(f *fileState) error {
 		switch {
 		case mode&unix.FALLOC_FL_PUNCH_HOLE != 0 || mode&unix.FALLOC_FL_ZERO_RANGE != 0:
 			if off < size {
-				clear(f.model[off:min(end, size)])
+				clear(f.m.b[off:min(end, size)])
 			}
 			if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && end > size {
 				f.resize(end)
@@ -545,8 +591,8 @@ func (r *runner) checkSize(f *fileState, when string) error {
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return r.fail("fstat %s: %v", short(f.path), err)
 	}
-	if st.Size != int64(len(f.model)) {
-		return r.fail("%s: fstat %s: size %d, want %d", when, short(f.path), st.Size, len(f.model))
+	if st.Size != int64(len(f.m.b)) {
+		return r.fail("%s: fstat %s: size %d, want %d", when, short(f.path), st.Size, len(f.m.b))
 	}
 	return nil
 }
@@ -561,10 +607,10 @@ func (r *runner) checkRange(f *fileState, fd int, off int64, n int, what string)
 	if err != nil {
 		return r.fail("%s %s %d+%d: %v", what, short(f.path), off, n, err)
 	}
-	size := int64(len(f.model))
+	size := int64(len(f.m.b))
 	want := []byte{}
 	if off < size {
-		want = f.model[off:min(size, off+int64(n))]
+		want = f.m.b[off:min(size, off+int64(n))]
 	}
 	return r.compare(f, what, off, r.buf[:got], want)
 }
@@ -599,15 +645,15 @@ func (r *runner) checkWhole(f *fileState, when string) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return r.fail("%s check: fstat %s: %v", when, short(f.path), err)
 	}
-	if st.Size != int64(len(f.model)) {
-		return r.fail("%s check: %s has size %d, want %d", when, short(f.path), st.Size, len(f.model))
+	if st.Size != int64(len(f.m.b)) {
+		return r.fail("%s check: %s has size %d, want %d", when, short(f.path), st.Size, len(f.m.b))
 	}
-	got := make([]byte, len(f.model)+1)
+	got := make([]byte, len(f.m.b)+1)
 	n, err := preadFull(fd, got, 0)
 	if err != nil {
 		return r.fail("%s check: read %s: %v", when, short(f.path), err)
 	}
-	return r.compare(f, when+" check of the whole file", 0, got[:n], f.model)
+	return r.compare(f, when+" check of the whole file", 0, got[:n], f.m.b)
 }
 
 // mapRead compares a mapped range with the model.
@@ -619,7 +665,7 @@ func (r *runner) mapRead(f *fileState, off int64, n int) error {
 		return r.fail("mmap %s %d+%d: %v", short(f.path), off, n, err)
 	}
 	defer unix.Munmap(m)
-	return r.compare(f, "mapread", off, m[off-base:], f.model[off:off+int64(n)])
+	return r.compare(f, "mapread", off, m[off-base:], f.m.b[off:off+int64(n)])
 }
 
 func mapWrite(fd int, off int64, data []byte, sync bool) error {
@@ -629,12 +675,18 @@ func mapWrite(fd int, off int64, data []byte, sync bool) error {
 	if err != nil {
 		return err
 	}
+	unmapped := false
+	defer func() {
+		if !unmapped { // a fault: the mapping must not keep the mount busy
+			unix.Munmap(m)
+		}
+	}()
 	copy(m[off-base:], data)
 	if sync {
 		if err := unix.Msync(m, unix.MS_SYNC); err != nil {
-			unix.Munmap(m)
 			return fmt.Errorf("msync: %w", err)
 		}
 	}
+	unmapped = true
 	return unix.Munmap(m)
 }
