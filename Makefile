@@ -28,8 +28,9 @@ export STRATA_SHARED := $(SHARED)
 # Fixture cache: built once, reused while the generator scripts are unchanged.
 FIXTURES_DIR ?= $(or $(STRATA_FIXTURES),/tmp/strata-fixtures)
 export STRATA_FIXTURES := $(FIXTURES_DIR)
-# Which fixture images `make fixtures` builds (busybox ~20 s; debian ~60 s).
-FIXTURES ?= busybox
+# Which fixture images `make fixtures` and `make test` build (busybox ~20 s;
+# debian ~2 min, which TestReliabilityFsstress mounts).
+FIXTURES ?= busybox debian
 
 FUZZTIME ?= 2m
 INTEGRATION_TIMEOUT ?= 25m
