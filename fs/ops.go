@@ -785,6 +785,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 				n.dropSiblingPages(fh.fd()) // file.go
 			}
 		}
+		n.invalidateSiblingAttrs()
 		return n.Getattr(ctx, f, out)
 	}
 	withData := true
@@ -878,7 +879,26 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return toErrno(err)
 		}
 	}
+	n.invalidateSiblingAttrs()
 	return n.Getattr(ctx, nil, out)
+}
+
+// invalidateSiblingAttrs drops the attributes the kernel holds for the
+// other names of a hard-linked file after a change through this one: they
+// are one inode on disk but Inodes of their own here, and their 1 ns
+// attribute timeout still lets the kernel answer from its cache until the
+// next jiffy (a truncate through one name, then fstat through another,
+// showed the old size). Attributes only, so no page lock is involved.
+func (n *node) invalidateSiblingAttrs() {
+	n.mu.Lock()
+	hl := n.hardLinked
+	n.mu.Unlock()
+	if !hl {
+		return
+	}
+	for _, m := range n.u.hardLinkNodes(n.StableAttr().Ino, n) {
+		m.NotifyContent(-1, 0)
+	}
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
