@@ -17,6 +17,9 @@ var (
 	tagRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 	hexRe    = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
 	digestRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	// pathComponentRe is the distribution spec's rule for each
+	// "/"-separated part of a repository name.
+	pathComponentRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 )
 
 // parsedRef is a normalised name reference.
@@ -51,6 +54,13 @@ func parseRef(s string) (parsedRef, error) {
 	ref, err := name.ParseReference(s, name.WeakValidation)
 	if err != nil {
 		return parsedRef{}, fmt.Errorf("%q: %v: %w", s, err, ErrInvalidReference)
+	}
+	// go-containerregistry's weak validation lets through parts such as
+	// "." ("docker.io/./"), which then do not parse back.
+	for _, part := range strings.Split(ref.Context().RepositoryStr(), "/") {
+		if !pathComponentRe.MatchString(part) {
+			return parsedRef{}, fmt.Errorf("%q: repository part %q must match %s: %w", s, part, pathComponentRe, ErrInvalidReference)
+		}
 	}
 	repo := canonicalRepo(ref.Context())
 	switch r := ref.(type) {
