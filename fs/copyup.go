@@ -310,7 +310,7 @@ func (n *node) finishCopyUp(p *node, key string, inDirOp bool) {
 		if !m.layer.upper || m == n {
 			m.layer = n.u.upper
 			m.indexKey = key
-			if m.openedLower {
+			if m.lowerOpens > 0 {
 				m.stale = true
 				bump = true
 			}

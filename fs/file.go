@@ -24,6 +24,21 @@ type file struct {
 	fdNum  int
 	upper  bool
 	noSync bool
+	// lowerOf: the node whose lower object this handle holds open.
+	lowerOf *node
+}
+
+// Release closes the layer fd; the last handle on a lower object lets a
+// later copy-up switch its node to the upper in place (no ESTALE and new
+// lookup: after RELEASE the kernel holds no backing file of it).
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	errno := f.LoopbackFile.Release(ctx)
+	if n := f.lowerOf; n != nil {
+		n.mu.Lock()
+		n.lowerOpens--
+		n.mu.Unlock()
+	}
+	return errno
 }
 
 func (f *file) fd() int       { return f.fdNum }
@@ -150,6 +165,17 @@ func (u *unionFS) newFile(fd int, upper bool) gofs.FileHandle {
 // released with RELEASE). For `cat` of a small file that is one request of four.
 const noFlush = uint32(fuse.FOPEN_NOFLUSH)
 
+// fileOf is the *file inside a handle from newFile.
+func fileOf(h gofs.FileHandle) *file {
+	switch f := h.(type) {
+	case *file:
+		return f
+	case noPassthroughFile:
+		return f.file
+	}
+	return nil
+}
+
 func wantsWrite(flags uint32) bool {
 	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
 }
@@ -180,17 +206,28 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	upper, hl := n.layer.upper, n.hardLinked
 	if !upper {
-		n.openedLower = true
+		// Counted before the open, so that a copy-up racing with it
+		// already treats the node as held.
+		n.lowerOpens++
 	}
 	n.mu.Unlock()
+	unreserve := func() {
+		if !upper {
+			n.mu.Lock()
+			n.lowerOpens--
+			n.mu.Unlock()
+		}
+	}
 
 	fd, name, _, errno := n.loc()
 	if errno != 0 {
+		unreserve()
 		return nil, 0, errno
 	}
 	oflags := int(flags)&^(syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOCTTY) | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
 	ffd, err := retryEINTR(func() (int, error) { return unix.Openat(fd, name, oflags, 0) })
 	if err != nil {
+		unreserve()
 		return nil, 0, toErrno(err)
 	}
 	fuseFlags := noFlush
@@ -199,6 +236,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	h := n.u.newFile(ffd, upper)
+	if f := fileOf(h); f != nil && !upper {
+		f.lowerOf = n
+	} else if !upper {
+		unreserve() // cannot happen: newFile makes only these
+	}
 	if np, ok := h.(noPassthroughFile); ok && hl {
 		h = hardLinkedFile{np, n}
 		if flags&syscall.O_TRUNC != 0 {

@@ -72,11 +72,13 @@ type node struct {
 	// work/index when it is a copied-up hard-linked lower file.
 	layer    *layer
 	indexKey string
-	// openedLower: the kernel may hold a passthrough backing file of the
-	// lower object for this Inode; stale: copied up after that, so opens
-	// must go through a fresh lookup.
-	openedLower bool
-	stale       bool
+	// lowerOpens counts the open handles on the lower object: while there
+	// are any, the kernel may hold the lower file as this Inode's
+	// passthrough backing file (RELEASE comes only after the kernel has
+	// let go of it, mappings included). stale: copied up while some were
+	// open, so opens must go through a fresh lookup.
+	lowerOpens int
+	stale      bool
 	// hardLinked: one of several names of a lower file, with an Inode of
 	// its own; the kernel must not cache its attributes, which a write
 	// through another name changes.
