@@ -102,6 +102,11 @@ func FamiliarName(repo string) string {
 		return s
 	}
 	if s, ok := strings.CutPrefix(repo, "docker.io/"); ok {
+		// Kept whole when the short form would read as another
+		// registry: docker.io/0.0/x is not 0.0/x.
+		if first, _, _ := strings.Cut(s, "/"); strings.ContainsAny(first, ".:") || first == "localhost" {
+			return repo
+		}
 		return s
 	}
 	return repo
