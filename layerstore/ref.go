@@ -63,6 +63,11 @@ func parseRef(s string) (parsedRef, error) {
 		}
 	}
 	repo := canonicalRepo(ref.Context())
+	if len(repo) > 255 {
+		// docker's limit is on the full name, so a short name near it
+		// would not parse back once normalised
+		return parsedRef{}, fmt.Errorf("%q: the full name %s is longer than 255 characters: %w", s, repo, ErrInvalidReference)
+	}
 	switch r := ref.(type) {
 	case name.Tag:
 		return parsedRef{Repo: repo, Tag: r.TagStr()}, nil
