@@ -131,9 +131,21 @@ func (d *node) own(ctx context.Context, t *target, dirfd int, name string) error
 		o := override{set: true, uid: uid, gid: uint32(g), perm: st.Mode & 0o7777}
 		return d.u.writeOverride(dirfd, name, o)
 	}
+	var st unix.Stat_t
+	if err := lstatAt(dirfd, name, &st); err != nil {
+		return err
+	}
+	if st.Uid == uid && int(st.Gid) == g {
+		return nil // e.g. the group came from a setgid parent
+	}
 	err := unix.Fchownat(dirfd, name, int(uid), g, unix.AT_SYMLINK_NOFOLLOW)
 	if err == unix.EPERM && d.u.euid != 0 {
 		return nil
+	}
+	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&0o6000 != 0 {
+		// chown cleared setuid/setgid, which the caller's create kept
+		// (the kernel has already stripped what the caller may not set)
+		err = unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0)
 	}
 	return err
 }
