@@ -122,9 +122,25 @@ type staging struct {
 
 func (s *Store) newStaging(kind string) (*staging, error) {
 	name := kind + "-" + randomID()
-	lk, err := lockFile(filepath.Join(s.root, "tmp", name+".lock"), false)
+	lockPath := filepath.Join(s.root, "tmp", name+".lock")
+	lk, err := lockFile(lockPath, false)
 	if err != nil {
 		return nil, fmt.Errorf("staging: %w", err)
+	}
+	// Between our create and our flock, another command's cleanTmp can
+	// take the new lock, find no staging dir yet and remove the lock file:
+	// ours would then lock an unlinked file, and the next cleanTmp would
+	// take the staging dir for a leftover and delete it under us (seen
+	// with three concurrent imports). Hold the lock only on the file that
+	// is still there.
+	var held, onDisk unix.Stat_t
+	if err := unix.Fstat(int(lk.Fd()), &held); err != nil {
+		lk.Close()
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	if err := unix.Stat(lockPath, &onDisk); err != nil || onDisk.Ino != held.Ino || onDisk.Dev != held.Dev {
+		lk.Close()
+		return s.newStaging(kind)
 	}
 	dir := filepath.Join(s.root, "tmp", name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
