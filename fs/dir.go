@@ -13,13 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mergedEntry is one name of a merged directory listing.
-type mergedEntry struct {
-	name string
-	mode uint32 // S_IFMT bits
-	ino  uint64
-}
-
 func (d *node) invalidateListing() {
 	d.mu.Lock()
 	d.listing, d.listedIn = nil, nil
@@ -28,8 +21,10 @@ func (d *node) invalidateListing() {
 }
 
 // mergedListing lists each visible name once, the topmost instance winning;
-// whiteouts, whiteout markers and what they hide are left out.
-func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
+// whiteouts, whiteout markers and what they hide are left out. The entries
+// carry their directory offsets and are sorted by them (see dirHandle); the
+// slice is shared and must not be changed.
+func (d *node) mergedListing() ([]fuse.DirEntry, syscall.Errno) {
 	d.mu.Lock()
 	if d.listing != nil {
 		l := d.listing
@@ -42,7 +37,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 	raw := d.u.cfg.Raw
 	seen := map[string]bool{}
 	in := map[string]*layer{}
-	var out []mergedEntry
+	var out []fuse.DirEntry
 	for _, dl := range dirs {
 		ents, err := readDirents(dl.fd)
 		if err == unix.ENOENT && !dl.l.upper {
@@ -91,7 +86,7 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 					}
 				}
 			}
-			out = append(out, mergedEntry{name: e.name, mode: mode, ino: ino})
+			out = append(out, fuse.DirEntry{Name: e.name, Mode: mode, Ino: ino, Off: nameOffset(e.name)})
 			in[e.name] = dl.l
 		}
 		for _, h := range hidden {
@@ -102,8 +97,9 @@ func (d *node) mergedListing() ([]mergedEntry, syscall.Errno) {
 		}
 	}
 	if out == nil {
-		out = []mergedEntry{}
+		out = []fuse.DirEntry{}
 	}
+	sortByOffset(out)
 	d.mu.Lock()
 	// Keep it only if nothing changed the directory meanwhile.
 	if gen == d.listGen && sameDirs(d.dirs, dirs) {
@@ -155,8 +151,9 @@ func dtToMode(t uint8) uint32 {
 // last name returned in any snapshot.
 type dirHandle struct {
 	d       *node
-	entries []fuse.DirEntry
-	pos     int
+	dots    [2]fuse.DirEntry // "." and "..", at offsets 1 and 2
+	entries []fuse.DirEntry  // the node's cached listing: shared, read only
+	pos     int              // in dots, then entries
 }
 
 var (
@@ -187,29 +184,29 @@ func (h *dirHandle) load() syscall.Errno {
 	if _, p := h.d.Parent(); p != nil {
 		parent = p.StableAttr().Ino
 	}
-	ents := make([]fuse.DirEntry, 0, len(list)+2)
-	ents = append(ents, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: self, Off: 1})
-	ents = append(ents, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parent, Off: 2})
-	for _, e := range list {
-		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino, Off: nameOffset(e.name)})
+	h.dots = [2]fuse.DirEntry{
+		{Name: ".", Mode: unix.S_IFDIR, Ino: self, Off: 1},
+		{Name: "..", Mode: unix.S_IFDIR, Ino: parent, Off: 2},
 	}
-	names := ents[2:]
-	sort.Slice(names, func(i, j int) bool {
-		if names[i].Off != names[j].Off {
-			return names[i].Off < names[j].Off
+	h.entries = list
+	h.pos = 0
+	return 0
+}
+
+func sortByOffset(ents []fuse.DirEntry) {
+	sort.Slice(ents, func(i, j int) bool {
+		if ents[i].Off != ents[j].Off {
+			return ents[i].Off < ents[j].Off
 		}
-		return names[i].Name < names[j].Name
+		return ents[i].Name < ents[j].Name
 	})
 	// Two names of one hash (one in 2^62 pairs): the later one takes the
 	// next free offset, so that offsets stay increasing.
-	for i := 1; i < len(names); i++ {
-		if names[i].Off <= names[i-1].Off {
-			names[i].Off = names[i-1].Off + 1
+	for i := 1; i < len(ents); i++ {
+		if ents[i].Off <= ents[i-1].Off {
+			ents[i].Off = ents[i-1].Off + 1
 		}
 	}
-	h.entries = ents
-	h.pos = 0
-	return 0
 }
 
 // nameOffset is a name's directory offset: 62 bits of its FNV-1a hash,
@@ -221,10 +218,15 @@ func nameOffset(name string) uint64 {
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if h.pos >= len(h.entries) {
+	var e *fuse.DirEntry
+	switch {
+	case h.pos < len(h.dots):
+		e = &h.dots[h.pos]
+	case h.pos-len(h.dots) < len(h.entries):
+		e = &h.entries[h.pos-len(h.dots)]
+	default:
 		return nil, 0
 	}
-	e := &h.entries[h.pos]
 	h.pos++
 	return e, 0
 }
@@ -233,8 +235,12 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
 		return h.load()
 	}
+	if off < h.dots[1].Off {
+		h.pos = int(off) // just after "."
+		return 0
+	}
 	// Continue after the entry with offset off, or where it would be.
-	h.pos = sort.Search(len(h.entries), func(i int) bool { return h.entries[i].Off > off })
+	h.pos = len(h.dots) + sort.Search(len(h.entries), func(i int) bool { return h.entries[i].Off > off })
 	return 0
 }
 

@@ -144,8 +144,15 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 		o.MountOptions.Logger = log.New(w, "fuse: ", 0)
 		o.Logger = log.New(w, "fs: ", 0)
 	}
-	srv, err := gofs.Mount(dir, root, o)
+	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, o)}
+	srv, err := fuse.NewServer(raw, dir, &o.MountOptions)
 	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// The serve loop ends by itself: the mount never answered.
 		cleanup()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}

@@ -64,7 +64,7 @@ type node struct {
 	dirs      []dirLayer
 	lowerPath string
 	fds       *fdSet
-	listing   []mergedEntry     // cached merged listing, nil when unknown
+	listing   []fuse.DirEntry   // cached merged listing, nil when unknown
 	listedIn  map[string]*layer // with listing: the layer that shows each name
 	listGen   uint64            // bumped by every invalidation
 

@@ -182,7 +182,7 @@ func (v *View) List(p string, all bool) ([]Entry, error) {
 		return nil, errno
 	}
 	for _, me := range list {
-		visible[me.name] = true
+		visible[me.Name] = true
 	}
 	seenLayer := map[string]bool{}
 	for _, dl := range d.dirs {
