@@ -189,10 +189,10 @@ func invalid(format string, args ...any) error {
 // "<hex>.tar" names, which promise their own digest.
 func blobHexFromPath(p string) string {
 	p = tarSetName(p)
-	if h, ok := strings.CutPrefix(p, "blobs/sha256/"); ok && len(h) == 64 && hexRe.MatchString(h) {
+	if h, ok := strings.CutPrefix(p, "blobs/sha256/"); ok && len(h) == 64 && hexRe().MatchString(h) {
 		return h
 	}
-	if h, ok := strings.CutSuffix(p, ".json"); ok && len(h) == 64 && hexRe.MatchString(h) {
+	if h, ok := strings.CutSuffix(p, ".json"); ok && len(h) == 64 && hexRe().MatchString(h) {
 		return h
 	}
 	return ""
@@ -206,7 +206,7 @@ func configDiffIDs(cfg []byte) ([]string, error) {
 	}
 	var out []string
 	for _, d := range c.RootFS.DiffIDs {
-		if d.Algorithm != "sha256" || len(d.Hex) != 64 || !hexRe.MatchString(d.Hex) {
+		if d.Algorithm != "sha256" || len(d.Hex) != 64 || !hexRe().MatchString(d.Hex) {
 			return nil, invalid("config: diff_id %q is not sha256", d.String())
 		}
 		out = append(out, d.String())
@@ -286,7 +286,7 @@ const (
 )
 
 func blobPath(d v1.Hash) (string, error) {
-	if d.Algorithm != "sha256" || len(d.Hex) != 64 || !hexRe.MatchString(d.Hex) {
+	if d.Algorithm != "sha256" || len(d.Hex) != 64 || !hexRe().MatchString(d.Hex) {
 		return "", invalid("digest %q is not sha256", d.String())
 	}
 	return "blobs/sha256/" + d.Hex, nil
@@ -484,7 +484,7 @@ func (s *source) legacyImage(top string) (*imageSource, error) {
 	var chain [][]byte
 	var ids []string
 	for id := top; id != ""; {
-		if len(id) != 64 || !hexRe.MatchString(id) {
+		if len(id) != 64 || !hexRe().MatchString(id) {
 			return nil, invalid("%s: layer id %q is not 64 hex", img.desc, id)
 		}
 		if seen[id] {

@@ -190,7 +190,7 @@ func lockHeld(p string) bool {
 
 func (s *Store) fsckLayer(name string, opts FsckOptions, res *FsckResult, bad func(string, string, ...any)) {
 	obj := "layer sha256:" + name
-	if len(name) != 64 || !hexRe.MatchString(name) {
+	if len(name) != 64 || !hexRe().MatchString(name) {
 		bad("layers/sha256/"+name, "not a layer directory (name is not a sha256)")
 		return
 	}

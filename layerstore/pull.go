@@ -176,7 +176,7 @@ func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (*PullResul
 	blobs := &remoteBlobs{ctx: ctx, puller: puller, repo: repo, reg: o.Registry, sizes: map[string]int64{}}
 	img := &imageSource{desc: ref, configJSON: cfg, id: sha256Hex(cfg), refs: []parsedRef{pr}, manifest: res.Digest}
 	for i, l := range man.Layers {
-		if l.Digest.Algorithm != "sha256" || len(l.Digest.Hex) != 64 || !hexRe.MatchString(l.Digest.Hex) {
+		if l.Digest.Algorithm != "sha256" || len(l.Digest.Hex) != 64 || !hexRe().MatchString(l.Digest.Hex) {
 			return fail(invalid("layer %d: digest %q is not sha256", i+1, l.Digest))
 		}
 		if l.Size < 0 {

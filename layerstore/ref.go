@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -13,14 +14,20 @@ import (
 // store keeps the full form ("docker.io/library/busybox") and shows the
 // familiar form ("busybox").
 
+// The patterns compile on first use: every strata command starts with this
+// package's init, and a mount's start is measured in milliseconds.
 var (
-	tagRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-	hexRe    = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
-	digestRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	tagRe    = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	hexRe    = lazyRegexp(`^[0-9a-f]{1,64}$`)
+	digestRe = lazyRegexp(`^sha256:[0-9a-f]{64}$`)
 	// pathComponentRe is the distribution spec's rule for each
 	// "/"-separated part of a repository name.
-	pathComponentRe = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+	pathComponentRe = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 )
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // parsedRef is a normalised name reference.
 type parsedRef struct {
@@ -37,7 +44,7 @@ func (r parsedRef) String() string {
 }
 
 // ValidTag reports whether t follows the tag rule of the design.
-func ValidTag(t string) bool { return tagRe.MatchString(t) }
+func ValidTag(t string) bool { return tagRe().MatchString(t) }
 
 // parseRef parses a name reference (name, name:tag, name@sha256:...).
 func parseRef(s string) (parsedRef, error) {
@@ -58,8 +65,8 @@ func parseRef(s string) (parsedRef, error) {
 	// go-containerregistry's weak validation lets through parts such as
 	// "." ("docker.io/./"), which then do not parse back.
 	for _, part := range strings.Split(ref.Context().RepositoryStr(), "/") {
-		if !pathComponentRe.MatchString(part) {
-			return parsedRef{}, fmt.Errorf("%q: repository part %q must match %s: %w", s, part, pathComponentRe, ErrInvalidReference)
+		if !pathComponentRe().MatchString(part) {
+			return parsedRef{}, fmt.Errorf("%q: repository part %q must match %s: %w", s, part, pathComponentRe(), ErrInvalidReference)
 		}
 	}
 	repo := canonicalRepo(ref.Context())
@@ -72,7 +79,7 @@ func parseRef(s string) (parsedRef, error) {
 	case name.Tag:
 		return parsedRef{Repo: repo, Tag: r.TagStr()}, nil
 	case name.Digest:
-		if !digestRe.MatchString(r.DigestStr()) {
+		if !digestRe().MatchString(r.DigestStr()) {
 			return parsedRef{}, fmt.Errorf("%q: only sha256 digests are supported: %w", s, ErrInvalidReference)
 		}
 		return parsedRef{Repo: repo, Digest: r.DigestStr()}, nil

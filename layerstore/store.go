@@ -220,7 +220,7 @@ func (s *Store) imageIDs() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range ents {
-		if e.IsDir() && len(e.Name()) == 64 && hexRe.MatchString(e.Name()) {
+		if e.IsDir() && len(e.Name()) == 64 && hexRe().MatchString(e.Name()) {
 			ids = append(ids, e.Name())
 		}
 	}
@@ -243,7 +243,7 @@ func (s *Store) Resolve(ref string) (*Image, error) {
 
 func (s *Store) resolveID(repos *repositories, ref string) (string, error) {
 	if rest, ok := strings.CutPrefix(ref, "sha256:"); ok {
-		if !hexRe.MatchString(rest) {
+		if !hexRe().MatchString(rest) {
 			return "", fmt.Errorf("resolve %q: %w", ref, ErrInvalidReference)
 		}
 		return s.resolvePrefix(ref, rest)
@@ -264,7 +264,7 @@ func (s *Store) resolveID(repos *repositories, ref string) (string, error) {
 			}
 		}
 	}
-	if hexRe.MatchString(ref) {
+	if hexRe().MatchString(ref) {
 		return s.resolvePrefix(ref, ref)
 	}
 	if perr != nil {
