@@ -24,6 +24,9 @@ type MountOptions struct {
 	Debug     bool
 	// Extra are passed to the kernel as they are (-o style).
 	Extra []string
+	// FuseFd, when not 0, is the /dev/fuse fd of a mount that MountFd made
+	// (in the process that started this daemon); Mount serves it.
+	FuseFd int
 }
 
 // Root builds the root node of a union described by cfg.
@@ -64,7 +67,7 @@ func Root(cfg Config) (gofs.InodeEmbedder, *gofs.StableAttr, func(), error) {
 }
 
 // Mount serves the union at dir and returns once the kernel has the mount.
-func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
+func Mount(dir string, cfg Config, mo MountOptions) (srv *fuse.Server, err error) {
 	// Every change to what a name resolves to goes through this daemon,
 	// which the kernel sees (or is told, with a notify), so the kernel may
 	// cache names and attributes for long, as it does for the kernel's own
@@ -78,6 +81,16 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 	if cfg.NegativeTimeout == 0 {
 		cfg.NegativeTimeout = time.Hour
 	}
+	if mo.FuseFd != 0 {
+		cfg.handedOver = true
+		// MountFd checked cfg before mounting; if it fails now all the
+		// same, nobody will serve the mount.
+		defer func() {
+			if err != nil {
+				unix.Unmount(dir, unix.MNT_DETACH)
+			}
+		}()
+	}
 	root, attr, cleanup, err := Root(cfg)
 	if err != nil {
 		return nil, err
@@ -86,53 +99,14 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 	// the caller's umask already).
 	syscall.Umask(0)
 	umaskCleared.Store(true)
-	opts := []string{"default_permissions"}
-	if !mo.Dev {
-		opts = append(opts, "nodev")
-	} else {
-		opts = append(opts, "dev")
-	}
-	if !mo.Suid {
-		opts = append(opts, "nosuid")
-	} else {
-		opts = append(opts, "suid")
-	}
-	ro := mo.ReadOnly || cfg.Upper == ""
-	if ro {
-		opts = append(opts, "ro")
-	}
-	opts = append(opts, mo.Extra...)
-	fsname := mo.FsName
-	if fsname == "" {
-		fsname = "strata"
-	}
 	et, at, nt := cfg.EntryTimeout, cfg.AttrTimeout, cfg.NegativeTimeout
 	o := &gofs.Options{
-		MountOptions: fuse.MountOptions{
-			AllowOther:               mo.AllowOther,
-			Options:                  opts,
-			FsName:                   fsname,
-			Name:                     "strata",
-			EnableLocks:              true,
-			EnableAcl:                true,
-			MaxReadAhead:             1 << 20,
-			Debug:                    mo.Debug,
-			DirectMount:              true,
-			MaxWrite:                 1 << 20,
-			ExplicitDataCacheControl: false,
-		},
+		MountOptions:    fuseMountOptions(cfg, mo),
 		EntryTimeout:    &et,
 		AttrTimeout:     &at,
 		NegativeTimeout: &nt,
 		NullPermissions: true,
 		RootStableAttr:  attr,
-	}
-	if ro {
-		// "ro" in the data string of mount(2) only makes the superblock
-		// read-only; the mount itself must say so too (mountinfo, and
-		// what fuse-overlayfs and mount -o ro show). The nosuid/nodev
-		// options still adjust these flags.
-		o.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
 	}
 	if mo.Debug || (cfg.Log != nil && cfg.Log.IsLevelEnabled(logrus.DebugLevel)) {
 		// Every FUSE request and reply, through the daemon's logger.
@@ -145,13 +119,19 @@ func Mount(dir string, cfg Config, mo MountOptions) (*fuse.Server, error) {
 		o.Logger = log.New(w, "fs: ", 0)
 	}
 	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, o)}
-	srv, err := fuse.NewServer(raw, dir, &o.MountOptions)
+	mountPoint := dir
+	if mo.FuseFd != 0 {
+		// go-fuse's way to serve a mount made elsewhere.
+		mountPoint = fmt.Sprintf("/dev/fd/%d", mo.FuseFd)
+		o.MountOptions.DirectMount = false
+	}
+	srv, err = fuse.NewServer(raw, mountPoint, &o.MountOptions)
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
+	if err = srv.WaitMount(); err != nil {
 		// The serve loop ends by itself: the mount never answered.
 		cleanup()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)

@@ -67,6 +67,9 @@ type Config struct {
 	// viewOnly: opened by a View, which only reads (work/ is not cleaned,
 	// so a View can look at the layers of a live mount).
 	viewOnly bool
+	// handedOver: the daemon of a mount that MountFd prepared and made,
+	// volatile marker included.
+	handedOver bool
 	// LayerInfo describes each lower (same order as Lowers) for the
 	// user.strata.layer xattr; empty means "lower N: PATH".
 	LayerInfo []string
@@ -291,7 +294,7 @@ const volatileMarker = "work/incompat/volatile"
 // marks the upper when this mount is volatile.
 func (u *unionFS) checkVolatile(wfd int) error {
 	var st unix.Stat_t
-	if err := unix.Fstatat(wfd, volatileMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+	if err := unix.Fstatat(wfd, volatileMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && !(u.cfg.handedOver && u.cfg.Volatile) {
 		return fmt.Errorf("workdir %s: %s exists: a volatile mount of this upper did not end cleanly, so the upper may be missing data; "+
 			"start from a new upperdir and workdir, or remove %s/%s if the machine did not crash", u.cfg.Work, volatileMarker, u.cfg.Work, volatileMarker)
 	}

@@ -31,35 +31,19 @@ const readyFdEnv = "STRATA_READY_FD"
 // containers/storage wait for those to close), and returns once the child
 // reports its mount ready. logPath receives the daemon's logs ("" for none).
 func daemonize(args []string, logPath string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if logPath != "" {
-		out, err = os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	}
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("open daemon log: %w", err)
-	}
-	defer out.Close()
-	devnull, err := os.Open(os.DevNull)
+	cmd, closeStdio, err := daemonCommand(args, logPath)
 	if err != nil {
 		w.Close()
 		return err
 	}
-	defer devnull.Close()
-	cmd := exec.Command(exe, append([]string{}, args...)...)
-	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
+	defer closeStdio()
+	cmd.Env = append(cmd.Env, readyFdEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("start daemon: %w", err)
@@ -88,8 +72,86 @@ func daemonize(args []string, logPath string) error {
 	return errors.New(line)
 }
 
+// daemonCommand is this command run again as a background daemon: in a
+// session of its own, stdin from /dev/null, stdout and stderr to logPath
+// (or /dev/null). closeStdio closes this process's copies once it started.
+func daemonCommand(args []string, logPath string) (cmd *exec.Cmd, closeStdio func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("find own executable: %w", err)
+	}
+	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if logPath != "" {
+		out, err = os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open daemon log: %w", err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		out.Close()
+		return nil, nil, err
+	}
+	cmd = exec.Command(exe, append([]string{}, args...)...)
+	cmd.Env = os.Environ()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd, func() { out.Close(); devnull.Close() }, nil
+}
+
+// fuseFdEnv names the fd of the /dev/fuse connection that startDaemon
+// mounted for its daemon to serve.
+const fuseFdEnv = "STRATA_FUSE_FD"
+
+// startDaemon mounts dir in this process and hands the mount to a daemon
+// started in the background (strfs.MountFd): the command returns after one
+// program start, not after two (the daemon's, then its mount). record, if
+// not nil, notes the mount with the daemon's pid before the command
+// returns. Where this process may not mount by itself (no privileges), the
+// daemon mounts instead (daemonize).
+func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.MountOptions, record func(pid int) error) error {
+	f, err := strfs.MountFd(dir, cfg, mo)
+	if errors.Is(err, strfs.ErrNoDirectMount) {
+		return daemonize(args, logPath)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fail := func(err error) error {
+		if uerr := unix.Unmount(dir, unix.MNT_DETACH); uerr != nil {
+			err = fmt.Errorf("%w (and unmount %s: %v)", err, dir, uerr)
+		}
+		return err
+	}
+	cmd, closeStdio, err := daemonCommand(args, logPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeStdio()
+	cmd.Env = append(cmd.Env, fuseFdEnv+"=3")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start daemon: %w", err))
+	}
+	if record != nil {
+		if err := record(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return fail(err)
+		}
+	}
+	cmd.Process.Release()
+	return nil
+}
+
 // inDaemon reports whether this process is the background child.
-func inDaemon() bool { return os.Getenv(readyFdEnv) != "" }
+// handedMount reports whether this process is a daemon that startDaemon
+// handed a mount to: until it serves it, anything that touches the mount
+// point waits forever.
+func handedMount() bool { return os.Getenv(fuseFdEnv) != "" }
+
+func inDaemon() bool { return os.Getenv(readyFdEnv) != "" || os.Getenv(fuseFdEnv) != "" }
 
 // reportReady tells a waiting parent how the mount went.
 func reportReady(err error) {
@@ -150,6 +212,15 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 			}
 		}()
 	}
+	if v := os.Getenv(fuseFdEnv); v != "" {
+		// startDaemon mounted already, and recorded the mount.
+		os.Unsetenv(fuseFdEnv)
+		fd, err := strconv.Atoi(v)
+		if err != nil || fd <= 0 {
+			return fmt.Errorf("%s=%q: not an fd", fuseFdEnv, v)
+		}
+		mo.FuseFd, onMounted = fd, nil
+	}
 	srv, err := strfs.Mount(dir, cfg, mo)
 	if err != nil {
 		reportReady(err)
@@ -161,6 +232,13 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 			reportReady(err)
 			return err
 		}
+	}
+	unmount := func() error {
+		if mo.FuseFd != 0 {
+			// go-fuse knows the mount only as /dev/fd/N.
+			return unix.Unmount(dir, 0)
+		}
+		return srv.Unmount()
 	}
 	log.Infof("mounted %s (%d lower layers, %s)", dir, len(cfg.Lowers), writableText(cfg))
 	switch {
@@ -185,7 +263,7 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 	go func() {
 		for s := range sigs {
 			log.Infof("%v: unmounting %s", s, dir)
-			if err := srv.Unmount(); err != nil {
+			if err := unmount(); err != nil {
 				// Busy: detach it from the namespace; the kernel
 				// finishes once the last user leaves.
 				log.Warnf("unmount %s: %v; detaching lazily", dir, err)
@@ -305,6 +383,9 @@ func detachMount(dir string) error {
 // so that a new mount can take the mount point without a reboot; stacking
 // the new mount on the dead one would leave it behind for ever.
 func recoverDeadMount(log *logrus.Logger, dir string) error {
+	if handedMount() {
+		return nil // the mount there is ours, waiting for us to serve it
+	}
 	for i := 0; i < 8 && deadMount(dir); i++ { // one layer per dead mount stacked there
 		log.Warnf("%s: the daemon of the mount there is gone (transport endpoint is not connected): detaching it", dir)
 		if err := unmountDir(dir); err != nil {

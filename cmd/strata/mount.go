@@ -58,7 +58,9 @@ func runMount(g *globals, args []string) error {
 	if err := recoverDeadMount(g.log, dir); err != nil {
 		return err
 	}
-	if st, err := os.Stat(dir); err != nil {
+	if handedMount() {
+		// the parent checked dir, and mounted it
+	} else if st, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("mount point %s: %w", dir, err)
 	} else if !st.IsDir() {
 		return fmt.Errorf("mount point %s: not a directory", dir)
@@ -121,12 +123,6 @@ func runMount(g *globals, args []string) error {
 			}
 		}
 	}
-	if !inDaemon() && !mountFlags.foreground {
-		logDir := filepath.Join(store.Root(), "logs")
-		os.MkdirAll(logDir, 0o700)
-		sum := sha256.Sum256([]byte(dir))
-		return daemonize(os.Args[1:], filepath.Join(logDir, "mount-"+hex.EncodeToString(sum[:8])+".log"))
-	}
 	mo := strfs.MountOptions{
 		FsName:     "strata:" + ref,
 		AllowOther: os.Geteuid() == 0,
@@ -135,6 +131,16 @@ func runMount(g *globals, args []string) error {
 		ReadOnly:   mountFlags.readOnly,
 	}
 	rec := layerstore.MountRecord{Mountpoint: dir, ImageID: img.ID, Ref: ref, Upper: cfg.Upper, Work: cfg.Work, PID: os.Getpid(), ReadOnly: cfg.Upper == ""}
+	if !inDaemon() && !mountFlags.foreground {
+		logDir := filepath.Join(store.Root(), "logs")
+		os.MkdirAll(logDir, 0o700)
+		sum := sha256.Sum256([]byte(dir))
+		return startDaemon(os.Args[1:], filepath.Join(logDir, "mount-"+hex.EncodeToString(sum[:8])+".log"), dir, cfg, mo,
+			func(pid int) error {
+				rec.PID = pid
+				return store.AddMount(rec)
+			})
+	}
 	return serve(g.log, dir, cfg, mo,
 		func() error { return store.AddMount(rec) },
 		func() {

@@ -239,7 +239,7 @@ func runOverlayCompat(args []string) int {
 		return fail(err)
 	}
 	if !inDaemon() && !oa.foreground {
-		if err := daemonize(args, ""); err != nil {
+		if err := startDaemon(args, "", dir, cfg, mo, nil); err != nil {
 			return fail(err)
 		}
 		return 0
