@@ -12,7 +12,8 @@
 # a fresh mount of each system in turn (the order rotates between runs).
 #
 #   mount   mount command until it returns, 5 mounts per run (Debian image;
-#           busybox for the size dependence)
+#           busybox for the size dependence); mount_ready: until a first stat
+#           inside the mount has its answer
 #   walk    find -type f | wc -l, then find -printf of size/mode/owner (an
 #           lstat of every file), each after drop_caches (cold) and again (warm);
 #           daemon RSS after it (VmHWM, VmRSS) and 5 s after drop_caches
@@ -113,6 +114,7 @@ for run in $(seq "$RUNS"); do
               new_run "$fs"
               if [ $img = debian ]; then mount_fs "$fs" "$DEB_LOWERS"; else mount_fs "$fs" "$BB_LOWERS"; fi
               record time "mount_$img" "$MOUNT_S"
+              [ $img = debian ] && record time mount_ready_debian "$READY_S"
               stat "$M/etc/passwd" >/dev/null
               [ -n "${MOUNT_OPTS[$fs]:-}" ] || MOUNT_OPTS[$fs]=$(awk -v m="$M" '$2 == m { print $3, $4 }' /proc/mounts)
               umount_fs "$fs"

@@ -208,7 +208,8 @@ daemon_pid() {
 }
 
 # mount_fs FS [LOWERS]: mounts the fresh run directory; sets PID (empty for
-# kernel/plain) and MOUNT_S (seconds the mount command took).
+# kernel/plain), MOUNT_S (seconds the mount command took) and READY_S (until
+# a first stat inside the mount returned).
 mount_fs() {
   local fs=$1 lowers=${2:-$LOWERS} t0 t1
   local opts="lowerdir=$lowers,upperdir=$D/upper,workdir=$D/work"
@@ -223,6 +224,11 @@ mount_fs() {
   esac
   t1=$EPOCHREALTIME
   MOUNT_S=$(usdiff "$t0" "$t1")
+  # Ready: a first stat inside has its answer. A FUSE mount command may
+  # return before its daemon answers the kernel's INIT (fuse-overlayfs's
+  # and strata's do); requests wait for it.
+  stat "$M/." >/dev/null
+  READY_S=$(usdiff "$t0" "$EPOCHREALTIME")
   if [ "$fs" != plain ]; then
     mountpoint -q "$M" || die "$fs: $M is not a mount point after mounting"
   fi

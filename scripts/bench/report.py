@@ -13,7 +13,7 @@ import statistics
 import sys
 
 ORDER = [
-    "mount_debian", "mount_busybox",
+    "mount_debian", "mount_ready_debian", "mount_busybox",
     "walk_find_cold", "walk_find_warm", "walk_stat_cold", "walk_stat_warm",
     "walk_many_stat_cold", "walk_many_stat_warm",
     "seq_read_cold", "seq_read_warm", "rand4k_cold", "rand4k_warm",
