@@ -338,7 +338,7 @@ func (n *node) finishCopyUp(p *node, key string, inDirOp bool) {
 // copyData copies size bytes from src to dst, keeping holes, with
 // copy_file_range (reflinks where the filesystem can).
 func copyData(src, dst int, size int64) error {
-	off := int64(0)
+	off, end := int64(0), int64(0) // end: of the data written so far
 	for off < size {
 		data, err := unix.Seek(src, off, unix.SEEK_DATA)
 		if err == unix.ENXIO {
@@ -372,8 +372,14 @@ func copyData(src, dst int, size int64) error {
 				break
 			}
 			pos += int64(c)
+			end = pos
 		}
 		off = hole
+	}
+	if end == size {
+		// The new file has its size already: a truncate to it would
+		// only change its times (a journal update per copy-up).
+		return nil
 	}
 	return unix.Ftruncate(dst, size)
 }

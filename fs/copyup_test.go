@@ -373,3 +373,44 @@ func TestIndexedHardLinkNlink(t *testing.T) {
 		t.Errorf("h2 reads %q", b)
 	}
 }
+
+// TestCopyDataSizes: copyData gives the copy the source's size whether the
+// source ends in data or in a hole, and keeps the data.
+func TestCopyDataSizes(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name       string
+		data, size int64
+	}{{"full", 10000, 10000}, {"trailing-hole", 4096, 1 << 20}, {"empty", 0, 0}, {"only-hole", 0, 65536}} {
+		src := filepath.Join(dir, tc.name+".src")
+		want := bytes.Repeat([]byte{'s'}, int(tc.data))
+		if err := os.WriteFile(src, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(src, tc.size); err != nil {
+			t.Fatal(err)
+		}
+		sf, err := os.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, tc.name+".dst")
+		df, err := os.Create(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = copyData(int(sf.Fd()), int(df.Fd()), tc.size)
+		sf.Close()
+		df.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := os.ReadFile(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(got)) != tc.size || !bytes.Equal(got[:tc.data], want) || bytes.ContainsAny(got[tc.data:], "s") {
+			t.Errorf("%s: copy has %d bytes, want %d with %d of data", tc.name, len(got), tc.size, tc.data)
+		}
+	}
+}
