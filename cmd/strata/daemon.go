@@ -99,59 +99,150 @@ func daemonCommand(args []string, logPath string) (cmd *exec.Cmd, closeStdio fun
 	return cmd, func() { out.Close(); devnull.Close() }, nil
 }
 
-// fuseFdEnv names the fd of the /dev/fuse connection that startDaemon
-// mounted for its daemon to serve.
-const fuseFdEnv = "STRATA_FUSE_FD"
+// handoffEnv names, in a daemon that startDaemon starts, the fd of a socket
+// to that command: the daemon receives the mount's /dev/fuse fd on it
+// (SCM_RIGHTS), then answers "r" once it will handle SIGTERM by unmounting.
+const handoffEnv = "STRATA_HANDOFF_FD"
 
-// startDaemon mounts dir in this process and hands the mount to a daemon
-// started in the background (strfs.MountFd): the command returns after one
-// program start, not after two (the daemon's, then its mount). record, if
-// not nil, notes the mount with the daemon's pid before the command
-// returns. Where this process may not mount by itself (no privileges), the
-// daemon mounts instead (daemonize).
+// earlySignals, in a daemon that startDaemon starts, receives the signals
+// that end a mount from the daemon's first moment (main): a SIGTERM sent
+// right after the command returned must unmount, not kill the daemon
+// before it serves and leave a dead mount.
+var earlySignals chan os.Signal
+
+func catchSignalsEarly() {
+	if os.Getenv(handoffEnv) != "" {
+		earlySignals = make(chan os.Signal, 4)
+		signal.Notify(earlySignals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	}
+}
+
+// startDaemon starts the daemon in the background and, while it starts,
+// mounts dir in this process (strfs.MountFd), hands it the /dev/fuse fd
+// and returns once the daemon has it and handles signals: the mount's
+// preparation overlaps with the daemon's start instead of following it.
+// Requests wait until the daemon serves. record, if not nil, notes the
+// mount with the daemon's pid before the command returns. Without the
+// privilege to mount here, the daemon mounts instead (daemonize).
 func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.MountOptions, record func(pid int) error) error {
+	if os.Geteuid() != 0 {
+		return daemonize(args, logPath)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	sock := pair[0]
+	defer unix.Close(sock)
+	theirs := os.NewFile(uintptr(pair[1]), "handoff")
+	cmd, closeStdio, err := daemonCommand(args, logPath)
+	if err != nil {
+		theirs.Close()
+		return err
+	}
+	defer closeStdio()
+	cmd.Env = append(cmd.Env, handoffEnv+"=3")
+	cmd.ExtraFiles = []*os.File{theirs}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	// abandon ends a daemon that will get no mount: without an fd on
+	// the socket it exits by itself.
+	abandon := func() {
+		unix.Shutdown(sock, unix.SHUT_RDWR)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	}
 	f, err := strfs.MountFd(dir, cfg, mo)
 	if errors.Is(err, strfs.ErrNoDirectMount) {
+		abandon()
 		return daemonize(args, logPath)
 	}
 	if err != nil {
+		abandon()
 		return err
 	}
 	defer f.Close()
 	fail := func(err error) error {
+		cmd.Process.Kill()
+		abandon()
 		if uerr := unix.Unmount(dir, unix.MNT_DETACH); uerr != nil {
 			err = fmt.Errorf("%w (and unmount %s: %v)", err, dir, uerr)
 		}
 		return err
 	}
-	cmd, closeStdio, err := daemonCommand(args, logPath)
-	if err != nil {
-		return fail(err)
-	}
-	defer closeStdio()
-	cmd.Env = append(cmd.Env, fuseFdEnv+"=3")
-	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
-		return fail(fmt.Errorf("start daemon: %w", err))
+	if err := unix.Sendmsg(sock, []byte{'f'}, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
 	}
 	if record != nil {
 		if err := record(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
 			return fail(err)
 		}
+	}
+	fds := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}}
+	answer := make([]byte, 1)
+	n := 0
+	if k, _ := unix.Poll(fds, 10000); k == 1 {
+		n, _ = unix.Read(sock, answer)
+	}
+	if n != 1 || answer[0] != 'r' {
+		line := "daemon exited before it served the mount"
+		if logPath != "" {
+			line += " (see " + logPath + ")"
+		}
+		return fail(errors.New(line))
 	}
 	cmd.Process.Release()
 	return nil
 }
 
-// inDaemon reports whether this process is the background child.
-// handedMount reports whether this process is a daemon that startDaemon
-// handed a mount to: until it serves it, anything that touches the mount
-// point waits forever.
-func handedMount() bool { return os.Getenv(fuseFdEnv) != "" }
+// receiveMount takes the mount's /dev/fuse fd from the command that
+// started this daemon, and tells it the daemon has it.
+func receiveMount(v string) (int, error) {
+	os.Unsetenv(handoffEnv)
+	sock, err := strconv.Atoi(v)
+	if err != nil || sock <= 0 {
+		return 0, fmt.Errorf("%s=%q: not an fd", handoffEnv, v)
+	}
+	defer unix.Close(sock)
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("receive the mount: %w", err)
+	}
+	if n == 0 {
+		return 0, errors.New("the mount command gave up before handing over its mount")
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return 0, fmt.Errorf("receive the mount: no fd (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return 0, fmt.Errorf("receive the mount: no fd (%v)", err)
+	}
+	if _, err := unix.Write(sock, []byte{'r'}); err != nil {
+		unix.Close(fds[0])
+		return 0, fmt.Errorf("receive the mount: %w", err)
+	}
+	return fds[0], nil
+}
 
-func inDaemon() bool { return os.Getenv(readyFdEnv) != "" || os.Getenv(fuseFdEnv) != "" }
+// handedMount reports whether this process is a daemon that startDaemon
+// started: its mount point may be mounted already, and until the daemon
+// serves it anything that touches it waits forever.
+func handedMount() bool { return os.Getenv(handoffEnv) != "" }
+
+// inDaemon reports whether this process is the background child.
+func inDaemon() bool { return os.Getenv(readyFdEnv) != "" || os.Getenv(handoffEnv) != "" }
 
 // reportReady tells a waiting parent how the mount went.
 func reportReady(err error) {
@@ -212,12 +303,11 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 			}
 		}()
 	}
-	if v := os.Getenv(fuseFdEnv); v != "" {
+	if v := os.Getenv(handoffEnv); v != "" {
 		// startDaemon mounted already, and recorded the mount.
-		os.Unsetenv(fuseFdEnv)
-		fd, err := strconv.Atoi(v)
-		if err != nil || fd <= 0 {
-			return fmt.Errorf("%s=%q: not an fd", fuseFdEnv, v)
+		fd, err := receiveMount(v)
+		if err != nil {
+			return err
 		}
 		mo.FuseFd, onMounted = fd, nil
 	}
@@ -258,8 +348,11 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 	}
 	reportReady(nil)
 	logGoroutinesOnSignal(log)
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigs := earlySignals
+	if sigs == nil {
+		sigs = make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	}
 	go func() {
 		for s := range sigs {
 			log.Infof("%v: unmounting %s", s, dir)

@@ -4,5 +4,6 @@ package main
 import "os"
 
 func main() {
+	catchSignalsEarly()
 	os.Exit(run(os.Args[1:]))
 }
