@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -259,10 +260,16 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 			var st unix.Stat_t
 			if n.statNode(&st) == 0 {
 				n.mu.Lock()
-				stale := n.stale
+				stale, hl := n.stale, n.hardLinked
 				n.mu.Unlock()
 				if !stale {
 					h.d.u.fillAttr(&out.Attr, &st, ch)
+					if hl {
+						// As in Lookup: a write through another
+						// name (passthrough: unseen here)
+						// changes this name's size and times.
+						out.SetAttrTimeout(time.Nanosecond)
+					}
 					return ch, 0
 				}
 			}
