@@ -15,7 +15,8 @@
 #           busybox for the size dependence); mount_ready: until a first stat
 #           inside the mount has its answer
 #   walk    find -type f | wc -l, then find -printf of size/mode/owner (an
-#           lstat of every file), each after drop_caches (cold) and again (warm);
+#           lstat of every file), each after drop_caches (cold) and twice again
+#           (warm, warm2);
 #           daemon RSS after it (VmHWM, VmRSS) and 5 s after drop_caches
 #   walkbig the same lstat walk of 100k empty files in 100 directories of the
 #           bench layer, cold and warm, and the daemon's RSS after it

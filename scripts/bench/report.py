@@ -14,7 +14,8 @@ import sys
 
 ORDER = [
     "mount_debian", "mount_ready_debian", "mount_busybox",
-    "walk_find_cold", "walk_find_warm", "walk_stat_cold", "walk_stat_warm",
+    "walk_find_cold", "walk_find_warm", "walk_find_warm2",
+    "walk_stat_cold", "walk_stat_warm", "walk_stat_warm2",
     "walk_many_stat_cold", "walk_many_stat_warm",
     "seq_read_cold", "seq_read_warm", "rand4k_cold", "rand4k_warm",
     "cat_usr_cold", "cat_usr_warm",
@@ -28,6 +29,7 @@ FO_1_5 = 1 / 1.5
 TARGETS = {
     "walk_find_cold": (FO_1_5, 2.0), "walk_stat_cold": (FO_1_5, 2.0),
     "walk_find_warm": (1.0, 1.1), "walk_stat_warm": (1.0, 1.1),
+    "walk_find_warm2": (1.0, 1.1), "walk_stat_warm2": (1.0, 1.1),
     "seq_read_cold": (1.0, 1.2), "seq_read_warm": (FO_1_5, 1.2),
     "cat_usr_cold": (FO_1_5, None), "cat_usr_warm": (FO_1_5, None),
     "untar": (1.0, 3.0), "rm_rf": (1.0, 3.0),
