@@ -318,7 +318,7 @@ func TestInodeStableAcrossRemountAndForget(t *testing.T) {
 		for _, n := range names {
 			var st unix.Stat_t
 			if err := unix.Lstat(filepath.Join(m, n), &st); err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: lstat %s: %v", where, n, err)
 			}
 			if st.Ino != inos[n] {
 				t.Errorf("%s: st_ino of %s changed %d -> %d", where, n, inos[n], st.Ino)

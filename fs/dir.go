@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -268,7 +267,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 						// As in Lookup: a write through another
 						// name (passthrough: unseen here)
 						// changes this name's size and times.
-						out.SetAttrTimeout(time.Nanosecond)
+						out.SetAttrTimeout(uncachedAttrTimeout)
 					}
 					return ch, 0
 				}

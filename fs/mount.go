@@ -118,7 +118,7 @@ func Mount(dir string, cfg Config, mo MountOptions) (srv *fuse.Server, err error
 		o.MountOptions.Logger = log.New(w, "fuse: ", 0)
 		o.Logger = log.New(w, "fs: ", 0)
 	}
-	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, o)}
+	raw := &uncachedAttrs{&handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, o)}}
 	mountPoint := dir
 	if mo.FuseFd != 0 {
 		// go-fuse's way to serve a mount made elsewhere.

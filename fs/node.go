@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -390,7 +389,7 @@ func (d *node) resolve(name string) (*resolved, syscall.Errno) {
 			}
 		}
 		if r.st.Mode&unix.S_IFMT == unix.S_IFREG && r.st.Nlink > 1 {
-			if v, err := getxattrAll(fd, nm, d.u.indexXattr); err == nil && len(v) > 0 {
+			if v, err := getxattrAll(fd, nm, d.u.indexXattr); err == nil && len(v) > 0 && d.u.inIndex(string(v), &r.st) {
 				r.indexKey, r.hardLinked = string(v), true
 			}
 		}
@@ -539,7 +538,7 @@ func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	ch := d.childNode(ctx, r)
 	d.u.fillAttr(&out.Attr, &r.st, ch)
 	if r.hardLinked {
-		out.SetAttrTimeout(time.Nanosecond)
+		out.SetAttrTimeout(uncachedAttrTimeout)
 	}
 	return ch, 0
 }
@@ -598,6 +597,17 @@ func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
 }
 
 // statNode stats the object behind n.
+// inIndex reports whether work/index holds key as the upper file st. It
+// does not when the upper is mounted with another workdir than the one that
+// indexed it: the file is then an ordinary upper file with several names.
+func (u *unionFS) inIndex(key string, st *unix.Stat_t) bool {
+	if u.index < 0 {
+		return false
+	}
+	var ist unix.Stat_t
+	return lstatAt(u.index, key, &ist) == nil && ist.Dev == st.Dev && ist.Ino == st.Ino
+}
+
 func (n *node) statNode(st *unix.Stat_t) syscall.Errno {
 	fd, name, _, errno := n.at()
 	if errno != 0 {
@@ -657,7 +667,7 @@ func (n *node) attrTimeout(out *fuse.AttrOut) {
 	hl := n.hardLinked
 	n.mu.Unlock()
 	if hl {
-		out.SetTimeout(time.Nanosecond)
+		out.SetTimeout(uncachedAttrTimeout)
 	}
 }
 

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"time"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
@@ -67,4 +69,41 @@ func (r *handlelessDirs) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse
 	return r.withDirHandle(cancel, &in.InHeader, &in.Fh, func() fuse.Status {
 		return r.RawFileSystem.FsyncDir(cancel, in)
 	})
+}
+
+// uncachedAttrs lets a node tell the kernel not to keep its attributes at
+// all. go-fuse's bridge turns a zero attribute timeout into the mount's
+// default, so such a node answers with uncachedAttrTimeout (1 ns), which
+// this turns into 0 on the way out: the kernel would keep 1 ns for up to two
+// jiffies (8 ms at 250 Hz), and a stat right after a write through another
+// name of a hard-linked file showed its old size (TestDifferentialRandom,
+// seed 422499931).
+type uncachedAttrs struct {
+	fuse.RawFileSystem
+}
+
+const uncachedAttrTimeout = time.Nanosecond
+
+func uncache(sec *uint64, nsec *uint32) {
+	if *sec == 0 && *nsec == uint32(uncachedAttrTimeout) {
+		*nsec = 0
+	}
+}
+
+func (r *uncachedAttrs) Lookup(cancel <-chan struct{}, hdr *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Lookup(cancel, hdr, name, out)
+	uncache(&out.AttrValid, &out.AttrValidNsec)
+	return st
+}
+
+func (r *uncachedAttrs) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := r.RawFileSystem.GetAttr(cancel, in, out)
+	uncache(&out.AttrValid, &out.AttrValidNsec)
+	return st
+}
+
+func (r *uncachedAttrs) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := r.RawFileSystem.SetAttr(cancel, in, out)
+	uncache(&out.AttrValid, &out.AttrValidNsec)
+	return st
 }
