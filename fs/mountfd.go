@@ -66,13 +66,12 @@ var ErrNoDirectMount = errors.New("no direct FUSE mount")
 // refuse (layers that do not open, a workdir on another filesystem, an upper
 // a volatile mount left behind) and leaves work/ as the kernel's overlayfs
 // does at mount (cleaned; marked when volatile), then mounts and returns the
-// /dev/fuse file to hand to that daemon (MountOptions.FuseFd). Requests to the mount wait until the
-// daemon answers the kernel's INIT, as they do for fuse-overlayfs, whose
-// command returns before its daemon serves too.
+// /dev/fuse file to hand to that daemon (MountOptions.FuseFd). Requests to
+// the mount wait until the daemon answers the kernel's INIT.
 //
-// This lets `strata mount` return after one program start instead of two:
-// the kernel's mount is there when the command returns, and the daemon's
-// start overlaps with what the caller does next.
+// strata mount calls it while the daemon it started is still starting, so
+// that the mount's preparation overlaps with the daemon's start instead of
+// following it.
 func MountFd(dir string, cfg Config, mo MountOptions) (*os.File, error) {
 	root, _, cleanup, err := Root(cfg)
 	if err != nil {
