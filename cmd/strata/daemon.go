@@ -36,19 +36,10 @@ func daemonize(args []string, logPath string) error {
 		return err
 	}
 	defer r.Close()
-	cmd, closeStdio, err := daemonCommand(args, logPath)
+	cmd, err := startDaemonProcess(args, logPath, readyFdEnv, w)
 	if err != nil {
-		w.Close()
 		return err
 	}
-	defer closeStdio()
-	cmd.Env = append(cmd.Env, readyFdEnv+"=3")
-	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return fmt.Errorf("start daemon: %w", err)
-	}
-	w.Close()
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	line = strings.TrimSpace(line)
 	if line == "ok" {
@@ -72,31 +63,38 @@ func daemonize(args []string, logPath string) error {
 	return errors.New(line)
 }
 
-// daemonCommand is this command run again as a background daemon: in a
-// session of its own, stdin from /dev/null, stdout and stderr to logPath
-// (or /dev/null). closeStdio closes this process's copies once it started.
-func daemonCommand(args []string, logPath string) (cmd *exec.Cmd, closeStdio func(), err error) {
+// startDaemonProcess starts this command again as a background daemon: in
+// a session of its own, stdin from /dev/null, stdout and stderr to logPath
+// (or /dev/null), with extra as its fd 3, named by the variable fdEnv.
+// extra is closed here either way.
+func startDaemonProcess(args []string, logPath, fdEnv string, extra *os.File) (*exec.Cmd, error) {
+	defer extra.Close()
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, fmt.Errorf("find own executable: %w", err)
+		return nil, fmt.Errorf("find own executable: %w", err)
 	}
 	out, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if logPath != "" {
 		out, err = os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("open daemon log: %w", err)
+		return nil, fmt.Errorf("open daemon log: %w", err)
 	}
+	defer out.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		out.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	cmd = exec.Command(exe, append([]string{}, args...)...)
-	cmd.Env = os.Environ()
+	defer devnull.Close()
+	cmd := exec.Command(exe, append([]string{}, args...)...)
+	cmd.Env = append(os.Environ(), fdEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
+	cmd.ExtraFiles = []*os.File{extra}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	return cmd, func() { out.Close(); devnull.Close() }, nil
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start daemon: %w", err)
+	}
+	return cmd, nil
 }
 
 // handoffEnv names, in a daemon that startDaemon starts, the fd of a socket
@@ -134,19 +132,9 @@ func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.
 	}
 	sock := pair[0]
 	defer unix.Close(sock)
-	theirs := os.NewFile(uintptr(pair[1]), "handoff")
-	cmd, closeStdio, err := daemonCommand(args, logPath)
+	cmd, err := startDaemonProcess(args, logPath, handoffEnv, os.NewFile(uintptr(pair[1]), "handoff"))
 	if err != nil {
-		theirs.Close()
 		return err
-	}
-	defer closeStdio()
-	cmd.Env = append(cmd.Env, handoffEnv+"=3")
-	cmd.ExtraFiles = []*os.File{theirs}
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		return fmt.Errorf("start daemon: %w", err)
 	}
 	// abandon ends a daemon that will get no mount: without an fd on
 	// the socket it exits by itself.
