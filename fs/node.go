@@ -596,7 +596,6 @@ func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ch *gofs.Inode) {
 	}
 }
 
-// statNode stats the object behind n.
 // inIndex reports whether work/index holds key as the upper file st. It
 // does not when the upper is mounted with another workdir than the one that
 // indexed it: the file is then an ordinary upper file with several names.
@@ -608,6 +607,7 @@ func (u *unionFS) inIndex(key string, st *unix.Stat_t) bool {
 	return lstatAt(u.index, key, &ist) == nil && ist.Dev == st.Dev && ist.Ino == st.Ino
 }
 
+// statNode stats the object behind n.
 func (n *node) statNode(st *unix.Stat_t) syscall.Errno {
 	fd, name, _, errno := n.at()
 	if errno != 0 {

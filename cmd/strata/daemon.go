@@ -174,11 +174,19 @@ func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.
 			return fail(err)
 		}
 	}
-	fds := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}}
 	answer := make([]byte, 1)
 	n := 0
-	if k, _ := unix.Poll(fds, 10000); k == 1 {
-		n, _ = unix.Read(sock, answer)
+	// poll(2) is not restarted after a signal handler, whatever its flags.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		fds := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}}
+		k, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if k == 1 {
+			n, _ = unix.Read(sock, answer)
+		}
+		break
 	}
 	if n != 1 || answer[0] != 'r' {
 		line := "daemon exited before it served the mount"

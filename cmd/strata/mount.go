@@ -58,12 +58,12 @@ func runMount(g *globals, args []string) error {
 	if err := recoverDeadMount(g.log, dir); err != nil {
 		return err
 	}
-	if handedMount() {
-		// the parent checked dir, and mounted it
-	} else if st, err := os.Stat(dir); err != nil {
-		return fmt.Errorf("mount point %s: %w", dir, err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mount point %s: not a directory", dir)
+	if !handedMount() { // else the parent checked dir, and mounted it
+		if st, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("mount point %s: %w", dir, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("mount point %s: not a directory", dir)
+		}
 	}
 	store, err := layerstore.Open(g.root)
 	if err != nil {
