@@ -214,7 +214,7 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 					return toErrno(err)
 				}
 			}
-			n.finishCopyUp(p, key, inDirOp)
+			n.finishCopyUp(p, key, inDirOp, &st)
 			return 0
 		}
 	} else if !materialize {
@@ -288,7 +288,7 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 	} else if err := unix.Renameat(u.work, tmp, pfd, name); err != nil {
 		return fail(err)
 	}
-	n.finishCopyUp(p, key, inDirOp)
+	n.finishCopyUp(p, key, inDirOp, &st)
 	return 0
 }
 
@@ -298,7 +298,9 @@ func (n *node) copyUpAt(withData, materialize, inDirOp bool) syscall.Errno {
 // st_ino, and the kernel is told to drop the name (at once where no
 // directory lock is held, since until then it may answer stat from the lower
 // backing file). The other names of a hard-linked file switch the same way.
-func (n *node) finishCopyUp(p *node, key string, inDirOp bool) {
+// lowerSt is the lower object's stat, which a stale node whose lower data
+// the kernel holds in its page cache goes on showing (node.lowerSt).
+func (n *node) finishCopyUp(p *node, key string, inDirOp bool, lowerSt *unix.Stat_t) {
 	ino := n.StableAttr().Ino
 	nodes := []*node{n}
 	if key != "" {
@@ -313,6 +315,10 @@ func (n *node) finishCopyUp(p *node, key string, inDirOp bool) {
 			if m.lowerOpens > 0 {
 				m.stale = true
 				bump = true
+				if m.cachedOpens > 0 {
+					cp := *lowerSt
+					m.lowerSt = &cp
+				}
 			}
 		}
 		stale := m.stale

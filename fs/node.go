@@ -78,6 +78,14 @@ type node struct {
 	// open, so opens must go through a fresh lookup.
 	lowerOpens int
 	stale      bool
+	// cachedOpens: those of lowerOpens served through the kernel's page
+	// cache (file.cached). A node gone stale while there are any goes on
+	// showing its lower object (lowerSt): the kernel sizes those pages by
+	// the attributes it is given, and a truncate(2) of the name that
+	// copied the file up would otherwise cut them under a reader's mmap
+	// (SIGBUS), where the kernel's overlayfs leaves the lower file mapped.
+	cachedOpens int
+	lowerSt     *unix.Stat_t
 	// hardLinked: one of several names of a lower file, with an Inode of
 	// its own; the kernel must not cache its attributes, which a write
 	// through another name changes.
@@ -623,6 +631,17 @@ func (n *node) statNode(st *unix.Stat_t) syscall.Errno {
 }
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	lowerSt := n.lowerSt
+	if n.cachedOpens == 0 {
+		lowerSt = nil
+	}
+	n.mu.Unlock()
+	if lowerSt != nil {
+		n.u.fillAttr(&out.Attr, lowerSt, &n.Inode)
+		n.attrTimeout(out)
+		return 0
+	}
 	var st unix.Stat_t
 	if fh, ok := f.(fileFd); ok && !n.isDir() {
 		if err := unix.Fstat(fh.fd(), &st); err != nil {

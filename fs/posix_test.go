@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+	"golang.org/x/sys/unix"
 )
 
 // mountUnion mounts a union of fresh directories (lowers prepared by fill)
@@ -50,9 +51,15 @@ func mountUnion(t *testing.T, fill func(lowers []string), nLowers int, cfg Confi
 		case err := <-done:
 			if err != nil {
 				t.Errorf("unmount: %v", err)
+				// Never leave the mount behind (a busy mount after a
+				// failed test): detach it.
+				if derr := unix.Unmount(mnt, unix.MNT_DETACH); derr != nil {
+					t.Errorf("lazy unmount: %v", derr)
+				}
 			}
 		case <-time.After(20 * time.Second):
 			t.Errorf("unmount timed out")
+			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
 	return mnt, upper, lowers

@@ -246,13 +246,45 @@ func (d *loadDaemon) goroutines(t testing.TB) int {
 	return 0
 }
 
+// fds counts the daemon's fds but for pipes and /dev/null: go-fuse keeps
+// the pipe pairs of its spliced READ replies in a pool for reuse, one pair
+// for each READ it ever served at once (bounded by its request readers),
+// and opens /dev/null once to empty them.
 func (d *loadDaemon) fds(t testing.TB) int {
 	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.pid()))
+	dir := fmt.Sprintf("/proc/%d/fd", d.pid())
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatalf("counting the daemon's fds: %v", err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); !strings.HasPrefix(target, "pipe:") && target != os.DevNull {
+			n++
+		}
+	}
+	return n
+}
+
+// fdTargets names what each of the daemon's fds refers to.
+func (d *loadDaemon) fdTargets() []string {
+	dir := fmt.Sprintf("/proc/%d/fd", d.pid())
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		// Layer fds show as "/" (the layers are private mounts): the
+		// inode number and open flags tell them apart.
+		info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", d.pid(), e.Name()))
+		var extra []string
+		for _, l := range strings.Split(string(info), "\n") {
+			if strings.HasPrefix(l, "flags:") || strings.HasPrefix(l, "ino:") {
+				extra = append(extra, strings.Join(strings.Fields(l), " "))
+			}
+		}
+		out = append(out, e.Name()+" -> "+target+" ("+strings.Join(extra, ", ")+")")
+	}
+	return out
 }
 
 // rssKiB is the daemon's resident set (VmRSS), 0 if it cannot be read.
@@ -445,11 +477,12 @@ func TestReliabilityFsstress(t *testing.T) {
 	for _, v := range rss {
 		lo, hi = min(lo, v), max(hi, v)
 	}
-	t.Logf("daemon: fds %d before, %d after; goroutines %d before, %d after; RSS %d MiB before, min %d / max %d MiB during, %d MiB after (%d samples)",
+	t.Logf("daemon: fds %d before, %d after (pipes and /dev/null not counted); goroutines %d before, %d after; RSS %d MiB before, min %d / max %d MiB during, %d MiB after (%d samples)",
 		fdsBefore, fdsAfter, grBefore, grAfter, rssBefore>>10, lo>>10, hi>>10, rssAfter>>10, len(rss))
 	t.Logf("daemon RSS MiB, one sample a second: %s", rssText(rss))
 	if fdsAfter > fdsBefore {
-		t.Errorf("fd leak: the daemon holds %d fds after the load, %d before (both once the kernel forgot its inodes)", fdsAfter, fdsBefore)
+		t.Errorf("fd leak: the daemon holds %d fds after the load, %d before (both once the kernel forgot its inodes):\n  %s",
+			fdsAfter, fdsBefore, strings.Join(d.fdTargets(), "\n  "))
 	}
 	// The FUSE server starts request readers on demand (up to 16) and
 	// keeps some; more than that is a leak.
