@@ -182,23 +182,17 @@ func TestCopyUpTightLoops(t *testing.T) {
 func TestCopyUpTruncateOpenatMmap(t *testing.T) {
 	mnt, _, lowers := mountUnion(t, lowerStack, 1, Config{})
 	before := hashTree(t, lowers[0])
-	// An mmap'd reader of the lower file.
-	rf, err := os.Open(filepath.Join(mnt, "f"))
-	if err != nil {
-		t.Fatal(err)
+	// An mmap'd reader of the lower file (mmapreader_test.go).
+	rd := startMappedReader(t, filepath.Join(mnt, "f"))
+	if rd.first != sha(lowerContent) {
+		t.Fatalf("mmap'd reader of the lower file read %s, want %s", rd.first, sha(lowerContent))
 	}
-	defer rf.Close()
-	m, err := unix.Mmap(int(rf.Fd()), 0, len(lowerContent), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
 	// truncate(2) on the path copies up and cuts.
 	if err := unix.Truncate(filepath.Join(mnt, "f"), 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := mappedEqual(m, lowerContent); err != nil { // file_test.go
-		t.Errorf("mmap'd reader of the lower file: %v", err)
+	if mapped, _, _, err := rd.again(); err != nil || mapped != sha(lowerContent) {
+		t.Errorf("mmap'd reader of the lower file after the truncate: %s, %v; want %s", mapped, err, sha(lowerContent))
 	}
 	var st unix.Stat_t
 	unix.Stat(filepath.Join(mnt, "f"), &st)

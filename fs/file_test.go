@@ -2,11 +2,8 @@ package fs
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -61,54 +58,27 @@ func TestSmallLowerFilesCached(t *testing.T) {
 	// the copy is cut, the reader keeps the lower data and its fd reads
 	// it all.
 	p := filepath.Join(mnt, "small2")
-	rf, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-	m, err := unix.Mmap(int(rf.Fd()), 0, len(small), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	if err := mappedEqual(m, small); err != nil {
-		t.Fatalf("the mmap'd reader: %v", err)
+	rd := startMappedReader(t, p) // mmapreader_test.go
+	if rd.first != sha(small) {
+		t.Fatalf("the mmap'd reader read %s, want %s", rd.first, sha(small))
 	}
 	if err := unix.Truncate(p, 100); err != nil {
 		t.Fatal(err)
 	}
-	// The mapping first: a stat or read through the reader's fd would
-	// fetch the attributes again and so mend a cut size.
-	if err := mappedEqual(m, small); err != nil {
+	mapped, size, readSum, err := rd.again()
+	switch {
+	case err != nil:
 		t.Errorf("the mmap'd reader after the truncate of the copy: %v", err)
-	}
-	var rst unix.Stat_t
-	if err := unix.Fstat(int(rf.Fd()), &rst); err != nil || rst.Size != int64(len(small)) {
-		t.Errorf("fstat of the fd opened before the copy-up: size %d, %v; want the lower %d", rst.Size, err, len(small))
-	}
-	buf := make([]byte, len(small)+10)
-	if k, err := unix.Pread(int(rf.Fd()), buf, 0); err != nil || !bytes.Equal(buf[:k], small) {
-		t.Errorf("read through the fd opened before the copy-up: %d bytes, %v; want the lower %d", k, err, len(small))
+	case mapped != sha(small):
+		t.Errorf("the mmap'd reader's data changed with the truncate of the copy")
+	case size != int64(len(small)):
+		t.Errorf("fstat of the fd opened before the copy-up: size %d; want the lower %d", size, len(small))
+	case readSum != sha(small):
+		t.Errorf("read through the fd opened before the copy-up: %s; want the lower %s", readSum, sha(small))
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil || st.Size != 100 {
 		t.Errorf("stat of the name after truncate: size %d, %v; want 100", st.Size, err)
 	}
 	read("small2", small[:100])
-}
-
-// mappedEqual compares a mapping with want, and reports a fault (SIGBUS past
-// the file's end as the kernel sees it) as an error instead of dying with it,
-// which would leave the test's mount behind.
-func mappedEqual(m, want []byte) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("fault reading the mapping: %v", r)
-		}
-	}()
-	if !bytes.Equal(m, want) {
-		return errors.New("the mapped data changed")
-	}
-	return nil
 }
