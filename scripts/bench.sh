@@ -23,7 +23,7 @@
 #   seq     dd bs=1M of the 1 GiB lower file, cold and warm
 #   rand    fio randread bs=4k psync, buffered: 32 MiB after drop_caches, 512 MiB
 #           with the file in the page cache (seconds = fio's io_bytes/bw)
-#   cat     cat of every file under /usr (xargs), cold and warm
+#   cat     cat of every file under /usr (xargs), cold, warm and warm again
 #   copyup  append one byte to each of 1000 lower files under /usr (names and
 #           data warm); open(O_WRONLY)+close of the 1 GiB lower file (timed in
 #           python); reference: cp --reflink=auto of it on the same disk

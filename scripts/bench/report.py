@@ -18,7 +18,7 @@ ORDER = [
     "walk_stat_cold", "walk_stat_warm", "walk_stat_warm2",
     "walk_many_stat_cold", "walk_many_stat_warm",
     "seq_read_cold", "seq_read_warm", "rand4k_cold", "rand4k_warm",
-    "cat_usr_cold", "cat_usr_warm",
+    "cat_usr_cold", "cat_usr_warm", "cat_usr_warm2",
     "copyup_append_1000", "copyup_open_1g",
     "untar", "untar_sync", "rm_rf", "go_build",
 ]
@@ -32,6 +32,7 @@ TARGETS = {
     "walk_find_warm2": (1.0, 1.1), "walk_stat_warm2": (1.0, 1.1),
     "seq_read_cold": (1.0, 1.2), "seq_read_warm": (FO_1_5, 1.2),
     "cat_usr_cold": (FO_1_5, None), "cat_usr_warm": (FO_1_5, None),
+    "cat_usr_warm2": (FO_1_5, None),
     "untar": (1.0, 3.0), "rm_rf": (1.0, 3.0),
 }
 
