@@ -40,16 +40,34 @@ func (f *file) PassthroughFd() (int, bool) {
 	return f.LoopbackFile.PassthroughFd()
 }
 
-// smallLowerFile is the size up to which a read-only open of a lower file
-// is served through the kernel's page cache rather than by passthrough.
-// A passthrough open costs two more syscalls here (register and release
-// the backing fd) and, since the kernel drops a passthrough file's atime
-// after each read, a GETATTR at the next fstat; a cached small file costs
-// OPEN and RELEASE only once its pages are in the cache (lower data never
-// changes, so they stay valid). Large files keep passthrough, whose reads
-// never come here. Measured on the Debian image's /usr (5291 files, all
-// but 12 under 1 MiB): see the commit that set it.
-const smallLowerFile = 1 << 20
+// smallLowerFile is the size up to which a lower file opened read-only is
+// served through the kernel's page cache rather than by passthrough. A
+// passthrough open costs two more syscalls here (register and release the
+// backing fd) and, since the kernel drops a passthrough file's atime after
+// each read, a GETATTR at the next fstat. A cached small file costs OPEN and
+// RELEASE only: its first open stores its data in the kernel's cache along
+// with the reply (storePages), and lower data never changes, so the pages
+// stay valid. Large files keep passthrough; their reads never come here.
+const smallLowerFile = 256 << 10
+
+// storePages puts the data of the small lower file open as fd into the
+// kernel's page cache of n before the OPEN reply goes out. Reading it the
+// usual way would cost a READ request, and a READ makes the kernel drop the
+// file's atime, so the next fstat would cost a GETATTR; a store does
+// neither. Should the kernel evict the pages, it READs them again.
+func (n *node) storePages(fd int, size int64) {
+	if size <= 0 || size > smallLowerFile {
+		return
+	}
+	buf := make([]byte, size)
+	k, err := unix.Pread(fd, buf, 0)
+	if err != nil || k <= 0 {
+		return
+	}
+	if errno := n.WriteCache(0, buf[:k]); errno != 0 {
+		n.u.log.Debugf("store of %d bytes in the page cache of inode %d: %v", k, n.StableAttr().Ino, errno)
+	}
+}
 
 // Release closes the layer fd; the last handle on a lower object lets a
 // later copy-up switch its node to the upper in place (no ESTALE and new
@@ -264,26 +282,33 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	h := n.u.newFile(ffd, upper)
 	if f := fileOf(h); f != nil && !upper {
 		f.lowerOf = n
-		// A lower file's size never changes, so every open of this
-		// Inode makes the same choice: the kernel refuses a passthrough
-		// open while cached ones are live, and the reverse (ETXTBSY,
-		// EINVAL).
 		var st unix.Stat_t
-		if n.u.cfg.NoPassthrough || unix.Fstat(ffd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size <= smallLowerFile {
+		small := unix.Fstat(ffd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size <= smallLowerFile
+		n.mu.Lock()
+		stale := n.stale
+		// The kernel refuses a passthrough open of an Inode while cached
+		// ones are live, and the reverse (ETXTBSY, EINVAL): a live open
+		// decides.
+		switch {
+		case n.u.cfg.NoPassthrough:
 			f.cached = true
-			n.mu.Lock()
-			stale := n.stale
-			if !stale {
-				n.cachedOpens++
-			}
-			n.mu.Unlock()
-			if stale {
-				// Copied up since the check above, with no lower
-				// stat kept for a cached handle: a fresh lookup.
-				f.cached = false
-				f.Release(ctx)
-				return nil, 0, syscall.ESTALE
-			}
+		case !small:
+		case n.cachedOpens > 0:
+			f.cached = true
+		case stale:
+			// Copied up since the check above, and no lower stat
+			// kept for a cached handle (node.lowerSt).
+		case n.lowerOpens-1 == 0:
+			f.cached = true
+		}
+		store := f.cached && small && !n.pagesStored
+		if f.cached {
+			n.cachedOpens++
+		}
+		n.pagesStored = n.pagesStored || store
+		n.mu.Unlock()
+		if store {
+			n.storePages(ffd, st.Size)
 		}
 	} else if !upper {
 		unreserve() // cannot happen: newFile makes only these

@@ -86,6 +86,9 @@ type node struct {
 	// (SIGBUS), where the kernel's overlayfs leaves the lower file mapped.
 	cachedOpens int
 	lowerSt     *unix.Stat_t
+	// pagesStored: the lower data was stored in the kernel's page cache
+	// (file.go storePages).
+	pagesStored bool
 	// hardLinked: one of several names of a lower file, with an Inode of
 	// its own; the kernel must not cache its attributes, which a write
 	// through another name changes.
