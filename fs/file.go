@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,8 +27,8 @@ type file struct {
 	noSync bool
 	// lowerOf: the node whose lower object this handle holds open.
 	lowerOf *node
-	// cached: served through the kernel's page cache (reads come here
-	// once, then stay cached) instead of passthrough.
+	// cached: served through the kernel's page cache (filled by
+	// storePages, or by READs here once evicted) instead of passthrough.
 	cached bool
 }
 
@@ -50,6 +51,10 @@ func (f *file) PassthroughFd() (int, bool) {
 // stay valid. Large files keep passthrough; their reads never come here.
 const smallLowerFile = 256 << 10
 
+// storeBufs spares a cold walk that reads thousands of small files one
+// allocation of up to smallLowerFile each.
+var storeBufs = sync.Pool{New: func() any { b := make([]byte, smallLowerFile); return &b }}
+
 // storePages puts the data of the small lower file open as fd into the
 // kernel's page cache of n before the OPEN reply goes out. Reading it the
 // usual way would cost a READ request, and a READ makes the kernel drop the
@@ -59,12 +64,13 @@ func (n *node) storePages(fd int, size int64) {
 	if size <= 0 || size > smallLowerFile {
 		return
 	}
-	buf := make([]byte, size)
-	k, err := unix.Pread(fd, buf, 0)
+	bp := storeBufs.Get().(*[]byte)
+	defer storeBufs.Put(bp)
+	k, err := unix.Pread(fd, (*bp)[:size], 0)
 	if err != nil || k <= 0 {
 		return
 	}
-	if errno := n.WriteCache(0, buf[:k]); errno != 0 {
+	if errno := n.WriteCache(0, (*bp)[:k]); errno != 0 {
 		n.u.log.Debugf("store of %d bytes in the page cache of inode %d: %v", k, n.StableAttr().Ino, errno)
 	}
 }
