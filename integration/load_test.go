@@ -266,6 +266,19 @@ func (d *loadDaemon) fds(t testing.TB) int {
 	return n
 }
 
+// pipes counts the daemon's pipe fds (go-fuse's splice pool, see fds).
+func (d *loadDaemon) pipes() int {
+	dir := fmt.Sprintf("/proc/%d/fd", d.pid())
+	ents, _ := os.ReadDir(dir)
+	n := 0
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
 // fdTargets names what each of the daemon's fds refers to.
 func (d *loadDaemon) fdTargets() []string {
 	dir := fmt.Sprintf("/proc/%d/fd", d.pid())
@@ -483,6 +496,11 @@ func TestReliabilityFsstress(t *testing.T) {
 	if fdsAfter > fdsBefore {
 		t.Errorf("fd leak: the daemon holds %d fds after the load, %d before (both once the kernel forgot its inodes):\n  %s",
 			fdsAfter, fdsBefore, strings.Join(d.fdTargets(), "\n  "))
+	}
+	// go-fuse's splice pool holds a pipe pair per READ served at once, and
+	// no more READs run at once than request readers (up to 16, above).
+	if p := d.pipes(); p > 2*(16+4) {
+		t.Errorf("pipe leak: the daemon holds %d pipe fds after the load", p)
 	}
 	// The FUSE server starts request readers on demand (up to 16) and
 	// keeps some; more than that is a leak.
