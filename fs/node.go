@@ -635,14 +635,20 @@ func (n *node) statNode(st *unix.Stat_t) syscall.Errno {
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
-	lowerSt := n.lowerSt
+	lowerSt, hl := n.lowerSt, n.hardLinked
 	if n.cachedOpens == 0 {
 		lowerSt = nil
 	}
 	n.mu.Unlock()
+	// A name of a hard-linked file: its attributes are not kept at all.
+	attrTimeout := func() {
+		if hl {
+			out.SetTimeout(uncachedAttrTimeout)
+		}
+	}
 	if lowerSt != nil {
 		n.u.fillAttr(&out.Attr, lowerSt, &n.Inode)
-		n.attrTimeout(out)
+		attrTimeout()
 		return 0
 	}
 	var st unix.Stat_t
@@ -651,16 +657,13 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			return toErrno(err)
 		}
 		n.u.fillAttr(&out.Attr, &st, &n.Inode)
-		n.mu.Lock()
-		hl := n.hardLinked
-		n.mu.Unlock()
 		if _, p := n.Parent(); p == nil && !hl {
 			// Unlinked while open. (A name of a hard-linked file
 			// has an Inode of its own: the file lives on under its
 			// other names, with the link count fillAttr gave.)
 			out.Nlink = 0
 		}
-		n.attrTimeout(out)
+		attrTimeout()
 		return 0
 	}
 	if errno := n.statNode(&st); errno != 0 {
@@ -680,17 +683,8 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return 0
 	}
 	n.u.fillAttr(&out.Attr, &st, &n.Inode)
-	n.attrTimeout(out)
+	attrTimeout()
 	return 0
-}
-
-func (n *node) attrTimeout(out *fuse.AttrOut) {
-	n.mu.Lock()
-	hl := n.hardLinked
-	n.mu.Unlock()
-	if hl {
-		out.SetTimeout(uncachedAttrTimeout)
-	}
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
