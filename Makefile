@@ -41,7 +41,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSIO
 .PHONY: build test test-unit test-integration bench demo lint fuzz fixtures stress clean
 
 build:
-	$(GO) build -o bin/strata ./cmd/strata
+	CGO_ENABLED=0 $(GO) build -o bin/strata ./cmd/strata
 
 # THE test command (README, .ci/run). Unit tests cover every package; the
 # integration package carries the build tag "integration", so plain

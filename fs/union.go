@@ -39,7 +39,8 @@ type Config struct {
 	// the same filesystem. Both empty means a read-only mount.
 	Upper, Work string
 	// Log receives debug traces and warnings; nil means a silent logger.
-	Log *logrus.Logger
+	// It is the process's own: a daemon handed a Config (JSON) sets its.
+	Log *logrus.Logger `json:"-"`
 	// Rootless selects the unprivileged on-disk forms (user.overlay.*
 	// xattrs, .wh. whiteout files when mknod is refused).
 	Rootless bool

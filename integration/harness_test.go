@@ -60,6 +60,7 @@ func testMain(m *testing.M) int {
 	strataBin = filepath.Join(tmp, "strata")
 	build := exec.Command(goTool(), "build", "-o", strataBin, "./cmd/strata")
 	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: building strata: %v\n%s", err, out)
 		return 1

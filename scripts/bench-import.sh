@@ -19,7 +19,7 @@ OCI=$FIX/debian/debian-oci-uncompressed
 command -v umoci >/dev/null || { echo "bench-import: umoci missing (scripts/setup.sh)" >&2; exit 1; }
 BT=$(mktemp -d /var/tmp/strata-bench-import.XXXXXX)
 trap 'rm -rf "$BT"' EXIT
-(cd "$REPO" && go build -o "$BT/strata" ./cmd/strata)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$BT/strata" ./cmd/strata)
 # The layer tars, as tar -x will read them.
 mkdir -p "$BT/tars"
 tar -C "$BT/tars" -xf "$ARCHIVE"

@@ -79,7 +79,7 @@ if [ -n "${STRATA_BIN:-}" ]; then
   BIN=$STRATA_BIN
 else
   log "building strata"
-  (cd "$REPO" && go build -buildvcs=false -o "$BT/strata" ./cmd/strata)
+  (cd "$REPO" && CGO_ENABLED=0 go build -buildvcs=false -o "$BT/strata" ./cmd/strata)
   BIN=$BT/strata
 fi
 

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -115,59 +118,114 @@ func catchSignalsEarly() {
 	}
 }
 
-// startDaemon starts the daemon in the background and, while it starts,
-// mounts dir in this process (strfs.MountFd), hands it the /dev/fuse fd
-// and returns once the daemon has it and handles signals: the mount's
-// preparation overlaps with the daemon's start instead of following it.
-// Requests wait until the daemon serves. record, if not nil, notes the
-// mount with the daemon's pid before the command returns. Without the
-// privilege to mount here, the daemon mounts instead (daemonize).
-func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.MountOptions, record func(pid int) error) error {
+// earlyDaemon is a daemon process started before the mount it will serve
+// is prepared: its start (a second Go program's) overlaps the command's own
+// work instead of following it. It touches neither the store nor the mount
+// point until handOver gives it the mount and everything it needs to serve.
+type earlyDaemon struct {
+	args    []string
+	logPath string
+	cmd     *exec.Cmd // nil: not started (no privilege to mount here) or done with
+	sock    int
+}
+
+// spawnDaemon starts the daemon for a mount of dir. Without the privilege
+// to mount here it starts nothing: handOver then lets the daemon mount
+// (daemonize). The caller must handOver or abandon.
+func spawnDaemon(args []string, logPath string) (*earlyDaemon, error) {
+	d := &earlyDaemon{args: args, logPath: logPath, sock: -1}
 	if os.Geteuid() != 0 {
-		return daemonize(args, logPath)
+		return d, nil
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("start daemon: %w", err)
+		return nil, fmt.Errorf("start daemon: %w", err)
 	}
-	sock := pair[0]
-	defer unix.Close(sock)
 	cmd, err := startDaemonProcess(args, logPath, handoffEnv, os.NewFile(uintptr(pair[1]), "handoff"))
 	if err != nil {
-		return err
+		unix.Close(pair[0])
+		return nil, err
 	}
-	// abandon ends a daemon that will get no mount: without an fd on
-	// the socket it exits by itself.
-	abandon := func() {
-		unix.Shutdown(sock, unix.SHUT_RDWR)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
+	d.cmd, d.sock = cmd, pair[0]
+	return d, nil
+}
+
+// abandon ends a daemon that will get no mount: without an fd on the
+// socket it exits by itself. It does nothing after a handOver.
+func (d *earlyDaemon) abandon() {
+	if d == nil || d.cmd == nil {
+		return
 	}
-	f, err := strfs.MountFd(dir, cfg, mo)
+	cmd := d.cmd
+	d.cmd = nil
+	unix.Shutdown(d.sock, unix.SHUT_RDWR)
+	unix.Close(d.sock)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+	}
+}
+
+// handover is what the daemon gets with the mount's /dev/fuse fd.
+type handover struct {
+	Dir   string
+	Cfg   strfs.Config
+	Mount strfs.MountOptions
+	// StoreRoot, when set, is the store whose record of this mount the
+	// daemon removes once the mount is gone.
+	StoreRoot string
+}
+
+// handOver mounts dir in this process (strfs.MountFd), hands the daemon the
+// /dev/fuse fd with what it serves, and returns once the daemon has them and
+// handles signals. Requests wait until the daemon serves. record, if not
+// nil, notes the mount with the daemon's pid before the command returns.
+// Without the privilege to mount here, the daemon mounts instead
+// (daemonize).
+func (d *earlyDaemon) handOver(h handover, record func(pid int) error) error {
+	if d.cmd == nil {
+		return daemonize(d.args, d.logPath)
+	}
+	f, err := strfs.MountFd(h.Dir, h.Cfg, h.Mount)
 	if errors.Is(err, strfs.ErrNoDirectMount) {
-		abandon()
-		return daemonize(args, logPath)
+		d.abandon()
+		return daemonize(d.args, d.logPath)
 	}
 	if err != nil {
-		abandon()
+		d.abandon()
 		return err
 	}
 	defer f.Close()
+	cmd := d.cmd
 	fail := func(err error) error {
 		cmd.Process.Kill()
-		abandon()
-		if uerr := unix.Unmount(dir, unix.MNT_DETACH); uerr != nil {
-			err = fmt.Errorf("%w (and unmount %s: %v)", err, dir, uerr)
+		d.abandon()
+		if uerr := unix.Unmount(h.Dir, unix.MNT_DETACH); uerr != nil {
+			err = fmt.Errorf("%w (and unmount %s: %v)", err, h.Dir, uerr)
 		}
 		return err
 	}
-	if err := unix.Sendmsg(sock, []byte{'f'}, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+	payload, err := json.Marshal(h)
+	if err != nil {
 		return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
+	}
+	msg := binary.BigEndian.AppendUint32([]byte{'f'}, uint32(len(payload)))
+	msg = append(msg, payload...)
+	if err := unix.Sendmsg(d.sock, msg[:1], unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
+	}
+	for rest := msg[1:]; len(rest) > 0; {
+		n, err := unix.Write(d.sock, rest)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
+		}
+		rest = rest[n:]
 	}
 	if record != nil {
 		if err := record(cmd.Process.Pid); err != nil {
@@ -178,58 +236,120 @@ func startDaemon(args []string, logPath, dir string, cfg strfs.Config, mo strfs.
 	n := 0
 	// poll(2) is not restarted after a signal handler, whatever its flags.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		fds := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(d.sock), Events: unix.POLLIN}}
 		k, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
 		if err == unix.EINTR {
 			continue
 		}
 		if k == 1 {
-			n, _ = unix.Read(sock, answer)
+			n, _ = unix.Read(d.sock, answer)
 		}
 		break
 	}
 	if n != 1 || answer[0] != 'r' {
 		line := "daemon exited before it served the mount"
-		if logPath != "" {
-			line += " (see " + logPath + ")"
+		if d.logPath != "" {
+			line += " (see " + d.logPath + ")"
 		}
 		return fail(errors.New(line))
 	}
+	unix.Close(d.sock)
+	d.cmd = nil
 	cmd.Process.Release()
 	return nil
 }
 
-// receiveMount takes the mount's /dev/fuse fd from the command that
-// started this daemon, and tells it the daemon has it.
-func receiveMount(v string) (int, error) {
+// receiveMount takes the mount's /dev/fuse fd and what to serve from the
+// command that started this daemon, and tells it the daemon has them.
+func receiveMount(v string) (int, *handover, error) {
 	os.Unsetenv(handoffEnv)
 	sock, err := strconv.Atoi(v)
 	if err != nil || sock <= 0 {
-		return 0, fmt.Errorf("%s=%q: not an fd", handoffEnv, v)
+		return 0, nil, fmt.Errorf("%s=%q: not an fd", handoffEnv, v)
 	}
 	defer unix.Close(sock)
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
-		return 0, fmt.Errorf("receive the mount: %w", err)
+		return 0, nil, fmt.Errorf("receive the mount: %w", err)
 	}
 	if n == 0 {
-		return 0, errors.New("the mount command gave up before handing over its mount")
+		return 0, nil, errors.New("the mount command gave up before handing over its mount")
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return 0, fmt.Errorf("receive the mount: no fd (%v)", err)
+		return 0, nil, fmt.Errorf("receive the mount: no fd (%v)", err)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) != 1 {
-		return 0, fmt.Errorf("receive the mount: no fd (%v)", err)
+		return 0, nil, fmt.Errorf("receive the mount: no fd (%v)", err)
+	}
+	fail := func(err error) (int, *handover, error) {
+		unix.Close(fds[0])
+		return 0, nil, fmt.Errorf("receive the mount: %w", err)
+	}
+	var size [4]byte
+	if err := readFullFd(sock, size[:]); err != nil {
+		return fail(err)
+	}
+	n = int(binary.BigEndian.Uint32(size[:]))
+	if n > 16<<20 {
+		return fail(fmt.Errorf("a handover of %d bytes", n))
+	}
+	payload := make([]byte, n)
+	if err := readFullFd(sock, payload); err != nil {
+		return fail(err)
+	}
+	h := &handover{}
+	if err := json.Unmarshal(payload, h); err != nil {
+		return fail(err)
 	}
 	if _, err := unix.Write(sock, []byte{'r'}); err != nil {
-		unix.Close(fds[0])
-		return 0, fmt.Errorf("receive the mount: %w", err)
+		return fail(err)
 	}
-	return fds[0], nil
+	return fds[0], h, nil
+}
+
+func readFullFd(fd int, buf []byte) error {
+	for len(buf) > 0 {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
+
+// serveHandedOver is the daemon of a mount that a command prepared and
+// made (handOver): it serves what it was given.
+func serveHandedOver(log *logrus.Logger) error {
+	fd, h, err := receiveMount(os.Getenv(handoffEnv))
+	if err != nil {
+		return err
+	}
+	cfg, mo := h.Cfg, h.Mount
+	cfg.Log, mo.FuseFd = log, fd
+	var onExit func()
+	if h.StoreRoot != "" {
+		onExit = func() {
+			store, err := layerstore.Open(h.StoreRoot)
+			if err == nil {
+				err = store.RemoveMount(h.Dir)
+			}
+			if err != nil {
+				log.Warn(err)
+			}
+		}
+	}
+	return serve(log, h.Dir, cfg, mo, nil, onExit)
 }
 
 // handedMount reports whether this process is a daemon that startDaemon
@@ -298,14 +418,6 @@ func serve(log *logrus.Logger, dir string, cfg strfs.Config, mo strfs.MountOptio
 				}
 			}
 		}()
-	}
-	if v := os.Getenv(handoffEnv); v != "" {
-		// startDaemon mounted already, and recorded the mount.
-		fd, err := receiveMount(v)
-		if err != nil {
-			return err
-		}
-		mo.FuseFd, onMounted = fd, nil
 	}
 	srv, err := strfs.Mount(dir, cfg, mo)
 	if err != nil {

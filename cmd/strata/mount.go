@@ -50,20 +50,29 @@ func runMount(g *globals, args []string) error {
 	if len(args) != 2 {
 		return usageError{"need an image reference and a mount point"}
 	}
+	if handedMount() {
+		return serveHandedOver(g.log)
+	}
 	ref := args[0]
 	dir, err := filepath.Abs(args[1])
 	if err != nil {
 		return err
 	}
+	var daemon *earlyDaemon
+	if !inDaemon() && !mountFlags.foreground {
+		// Started first, so that its start overlaps what follows.
+		if daemon, err = spawnDaemon(os.Args[1:], mountLogPath(g.root, dir)); err != nil {
+			return err
+		}
+		defer daemon.abandon()
+	}
 	if err := recoverDeadMount(g.log, dir); err != nil {
 		return err
 	}
-	if !handedMount() { // else the parent checked dir, and mounted it
-		if st, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("mount point %s: %w", dir, err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("mount point %s: not a directory", dir)
-		}
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("mount point %s: %w", dir, err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mount point %s: not a directory", dir)
 	}
 	store, err := layerstore.Open(g.root)
 	if err != nil {
@@ -131,11 +140,8 @@ func runMount(g *globals, args []string) error {
 		ReadOnly:   mountFlags.readOnly,
 	}
 	rec := layerstore.MountRecord{Mountpoint: dir, ImageID: img.ID, Ref: ref, Upper: cfg.Upper, Work: cfg.Work, PID: os.Getpid(), ReadOnly: cfg.Upper == ""}
-	if !inDaemon() && !mountFlags.foreground {
-		logDir := filepath.Join(store.Root(), "logs")
-		os.MkdirAll(logDir, 0o700)
-		sum := sha256.Sum256([]byte(dir))
-		return startDaemon(os.Args[1:], filepath.Join(logDir, "mount-"+hex.EncodeToString(sum[:8])+".log"), dir, cfg, mo,
+	if daemon != nil {
+		return daemon.handOver(handover{Dir: dir, Cfg: cfg, Mount: mo, StoreRoot: store.Root()},
 			func(pid int) error {
 				rec.PID = pid
 				return store.AddMount(rec)
@@ -148,6 +154,19 @@ func runMount(g *globals, args []string) error {
 				g.log.Warn(err)
 			}
 		})
+}
+
+// mountLogPath is where the daemon of a mount at dir logs: under the store
+// (made here, as the daemon starts before the store is opened).
+func mountLogPath(root, dir string) string {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		abs = root
+	}
+	logDir := filepath.Join(abs, "logs")
+	os.MkdirAll(logDir, 0o700)
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(logDir, "mount-"+hex.EncodeToString(sum[:8])+".log")
 }
 
 // layerInfo describes the image's layers top-down, for user.strata.layer:

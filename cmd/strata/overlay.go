@@ -141,6 +141,20 @@ func runOverlayCompat(args []string) int {
 	if oa.debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
+	if handedMount() {
+		if err := serveHandedOver(log); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	var daemon *earlyDaemon
+	if !inDaemon() && !oa.foreground {
+		// Started first, so that its start overlaps what follows.
+		if daemon, err = spawnDaemon(args, ""); err != nil {
+			return fail(err)
+		}
+		defer daemon.abandon()
+	}
 	// As fuse-overlayfs: a plain user keeps owners in the override xattr;
 	// root in a user namespace (rootless podman) chowns for real.
 	cfg := strfs.Config{Log: log, OverrideStat: os.Geteuid() != 0}
@@ -238,8 +252,8 @@ func runOverlayCompat(args []string) int {
 	if err := recoverDeadMount(log, dir); err != nil {
 		return fail(err)
 	}
-	if !inDaemon() && !oa.foreground {
-		if err := startDaemon(args, "", dir, cfg, mo, nil); err != nil {
+	if daemon != nil {
+		if err := daemon.handOver(handover{Dir: dir, Cfg: cfg, Mount: mo}, nil); err != nil {
 			return fail(err)
 		}
 		return 0

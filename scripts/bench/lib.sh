@@ -116,13 +116,13 @@ bench_setup() {
     log "building strata $STRATA_REV into $BT/bin"
     mkdir -p "$BT/strata-src"
     "${g[@]}" archive "$BENCH_STRATA_REV" | tar -x -C "$BT/strata-src"
-    (cd "$BT/strata-src" && GOFLAGS=-buildvcs=false go build -o "$BT/bin/strata" ./cmd/strata) || die "go build failed"
+    (cd "$BT/strata-src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$BT/bin/strata" ./cmd/strata) || die "go build failed"
     rm -rf "$BT/strata-src"
     STRATA=$BT/bin/strata
   else
     STRATA_REV="$("${g[@]}" describe --always --dirty 2>/dev/null || echo unknown) (working tree)"
     log "building strata from $REPO (working tree) into $BT/bin"
-    (cd "$REPO" && GOFLAGS=-buildvcs=false go build -o "$BT/bin/strata" ./cmd/strata) || die "go build failed"
+    (cd "$REPO" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$BT/bin/strata" ./cmd/strata) || die "go build failed"
     STRATA=$BT/bin/strata
   fi
 
