@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,19 +61,21 @@ var storeBufs = sync.Pool{New: func() any { b := make([]byte, smallLowerFile); r
 // usual way would cost a READ request, and a READ makes the kernel drop the
 // file's atime, so the next fstat would cost a GETATTR; a store does
 // neither. Should the kernel evict the pages, it READs them again.
-func (n *node) storePages(fd int, size int64) {
+func (n *node) storePages(fd int, size int64) bool {
 	if size <= 0 || size > smallLowerFile {
-		return
+		return false
 	}
 	bp := storeBufs.Get().(*[]byte)
 	defer storeBufs.Put(bp)
 	k, err := unix.Pread(fd, (*bp)[:size], 0)
-	if err != nil || k <= 0 {
-		return
+	if err != nil || int64(k) != size {
+		return false
 	}
 	if errno := n.WriteCache(0, (*bp)[:k]); errno != 0 {
 		n.u.log.Debugf("store of %d bytes in the page cache of inode %d: %v", k, n.StableAttr().Ino, errno)
+		return false
 	}
+	return true
 }
 
 // Release closes the layer fd; the last handle on a lower object lets a
@@ -259,6 +262,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// Counted before the open, so that a copy-up racing with it
 		// already treats the node as held.
 		n.lowerOpens++
+		// A small lower file whose data the kernel holds already: the
+		// handle needs no layer fd unless the pages are evicted. The
+		// mode follows the same rule as below (a live open decides).
+		if !write && !hl && n.storedAt != "" && !n.stale &&
+			(n.cachedOpens > 0 || n.lowerOpens == 1 || n.u.cfg.NoPassthrough) {
+			n.cachedOpens++
+			at := n.storedAt
+			l := n.layer
+			n.mu.Unlock()
+			return &storedFile{n: n, root: l.root, path: at}, noFlush | fuse.FOPEN_KEEP_CACHE, 0
+		}
 	}
 	n.mu.Unlock()
 	unreserve := func() {
@@ -313,8 +327,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		n.pagesStored = n.pagesStored || store
 		n.mu.Unlock()
-		if store {
-			n.storePages(ffd, st.Size)
+		if store && n.storePages(ffd, st.Size) {
+			if pname, p := n.parentNode(); p != nil {
+				n.mu.Lock()
+				if !n.layer.upper {
+					n.storedAt = strings.TrimPrefix(p.lowerPathOf()+"/"+pname, "/")
+				}
+				n.mu.Unlock()
+			}
 		}
 	} else if !upper {
 		unreserve() // cannot happen: newFile makes only these
@@ -326,4 +346,129 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 	}
 	return h, fuseFlags, 0
+}
+
+// storedFile is a read-only handle on a small lower file whose data
+// storePages gave the kernel: reads come from the page cache, so the open
+// costs no syscall here. A layer fd is opened only for what needs one: a
+// READ once the kernel has evicted the pages, a lock, an lseek, an fstat.
+// It is opened by the file's path below its layer's root, which stays valid
+// whatever happens to the name in the mount (a lower file never changes:
+// copy-up, rename and unlink leave it in place).
+type storedFile struct {
+	n    *node
+	root int    // the layer's root fd
+	path string // the file below it
+
+	mu  sync.Mutex
+	f   *file
+	err syscall.Errno
+}
+
+var (
+	_ = (gofs.FileReader)((*storedFile)(nil))
+	_ = (gofs.FileLseeker)((*storedFile)(nil))
+	_ = (gofs.FileGetlker)((*storedFile)(nil))
+	_ = (gofs.FileSetlker)((*storedFile)(nil))
+	_ = (gofs.FileSetlkwer)((*storedFile)(nil))
+	_ = (gofs.FileFlusher)((*storedFile)(nil))
+	_ = (gofs.FileFsyncer)((*storedFile)(nil))
+	_ = (gofs.FileReleaser)((*storedFile)(nil))
+	_ = (gofs.FileIoctler)((*storedFile)(nil))
+	_ = (fileFd)((*storedFile)(nil))
+)
+
+func (s *storedFile) open() (*file, syscall.Errno) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil && s.err == 0 {
+		fd, err := openBeneath(s.root, s.path, unix.O_RDONLY|unix.O_NOFOLLOW)
+		if err != nil {
+			s.err = toErrno(err)
+			s.n.u.log.Warnf("reopen of lower file %s: %v", s.path, err)
+		} else {
+			s.f = &file{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fdNum: fd, cached: true}
+		}
+	}
+	return s.f, s.err
+}
+
+func (s *storedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f, errno := s.open()
+	if errno != 0 {
+		return nil, errno
+	}
+	return f.Read(ctx, buf, off)
+}
+
+func (s *storedFile) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	f, errno := s.open()
+	if errno != 0 {
+		return 0, errno
+	}
+	return f.Lseek(ctx, off, whence)
+}
+
+func (s *storedFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	f, errno := s.open()
+	if errno != 0 {
+		return errno
+	}
+	return f.Getlk(ctx, owner, lk, flags, out)
+}
+
+func (s *storedFile) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	f, errno := s.open()
+	if errno != 0 {
+		return errno
+	}
+	return f.Setlk(ctx, owner, lk, flags)
+}
+
+func (s *storedFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	f, errno := s.open()
+	if errno != 0 {
+		return errno
+	}
+	return f.Setlkw(ctx, owner, lk, flags)
+}
+
+func (s *storedFile) Ioctl(ctx context.Context, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	f, errno := s.open()
+	if errno != 0 {
+		return 0, errno
+	}
+	return f.Ioctl(ctx, cmd, arg, input, output)
+}
+
+// Flush and Fsync have nothing to do on a read-only lower file.
+func (s *storedFile) Flush(ctx context.Context) syscall.Errno               { return 0 }
+func (s *storedFile) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
+// fd serves an fstat through the handle (node.Getattr); -1 if the layer
+// file cannot be opened.
+func (s *storedFile) fd() int {
+	f, errno := s.open()
+	if errno != 0 {
+		return -1
+	}
+	return f.fdNum
+}
+
+func (s *storedFile) isUpper() bool { return false }
+
+func (s *storedFile) Release(ctx context.Context) syscall.Errno {
+	s.mu.Lock()
+	f := s.f
+	s.f, s.err = nil, syscall.EBADF
+	s.mu.Unlock()
+	if f != nil {
+		f.LoopbackFile.Release(ctx)
+	}
+	n := s.n
+	n.mu.Lock()
+	n.lowerOpens--
+	n.cachedOpens--
+	n.mu.Unlock()
+	return 0
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,11 +28,7 @@ func TestSmallLowerFilesCached(t *testing.T) {
 			}
 		}
 	}
-	log := &requestLog{}
-	logger := logrus.New()
-	logger.SetOutput(log)
-	logger.SetLevel(logrus.DebugLevel)
-	mnt, _, _ := mountUnion(t, fill, 1, Config{Log: logger})
+	mnt, log := mountLogged(t, fill)
 
 	read := func(name string, want []byte) {
 		t.Helper()
@@ -109,4 +106,83 @@ func passthroughOffered() bool {
 		return false
 	}
 	return major > 6 || major == 6 && minor >= 9
+}
+
+// A read-only open of a small lower file whose data the kernel holds opens
+// no layer fd (storedFile); once the pages are evicted it reads the lower
+// file by its path below the layer, whatever became of its name meanwhile.
+func TestStoredHandlesAfterEviction(t *testing.T) {
+	data := func(name string) []byte { return bytes.Repeat([]byte(name+" lower data. "), 700) }
+	fill := func(lowers []string) {
+		for _, name := range []string{"d/unlinked", "d/copied", "r/renamed"} {
+			p := filepath.Join(lowers[0], name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, data(filepath.Base(name)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mnt, log := mountLogged(t, fill)
+	// A directory renamed in the mount: its lower files stay where they were.
+	if err := os.Rename(filepath.Join(mnt, "r"), filepath.Join(mnt, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	open := func(name string) *os.File {
+		t.Helper()
+		p := filepath.Join(mnt, name)
+		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data(filepath.Base(name))) { // stores the pages
+			t.Fatalf("first read of %s: %d bytes, %v", name, len(b), err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	unlinked, copied, renamed := open("d/unlinked"), open("d/copied"), open("moved/renamed")
+
+	if err := os.Remove(filepath.Join(mnt, "d/unlinked")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "d/copied"), []byte("new upper data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log.take()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0); err != nil {
+		t.Fatalf("drop_caches: %v", err)
+	}
+	for _, c := range []struct {
+		f    *os.File
+		name string
+	}{{unlinked, "unlinked"}, {copied, "copied"}, {renamed, "renamed"}} {
+		got := make([]byte, len(data(c.name))+10)
+		n, err := c.f.ReadAt(got, 0)
+		if err != nil && err != io.EOF || !bytes.Equal(got[:n], data(c.name)) {
+			t.Errorf("read of %q opened before it was changed, after the page cache was dropped: %d bytes, %v; want its lower data", c.name, n, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(c.f.Fd()), &st); err != nil || st.Size != int64(len(data(c.name))) {
+			t.Errorf("fstat of %q: size %d, %v; want %d", c.name, st.Size, err, len(data(c.name)))
+		}
+	}
+	if n := count(log.take(), "READ"); n == 0 {
+		t.Errorf("reads after the page cache was dropped sent no READ: the test checked nothing")
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "d/copied")); err != nil || string(b) != "new upper data" {
+		t.Errorf("the copied-up name reads %q, %v", b, err)
+	}
+}
+
+// mountLogged mounts one filled lower and an upper, and logs the requests
+// the mount serves.
+func mountLogged(t *testing.T, fill func(lowers []string)) (string, *requestLog) {
+	log := &requestLog{}
+	logger := logrus.New()
+	logger.SetOutput(log)
+	logger.SetLevel(logrus.DebugLevel)
+	mnt, _, _ := mountUnion(t, fill, 1, Config{Log: logger})
+	return mnt, log
 }

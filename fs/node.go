@@ -87,8 +87,11 @@ type node struct {
 	cachedOpens int
 	lowerSt     *unix.Stat_t
 	// pagesStored: the lower data was stored in the kernel's page cache
-	// (file.go storePages).
+	// (file.go storePages). storedAt is where the lower file lives, below
+	// its layer's root, once the store succeeded: later read-only opens
+	// need no layer fd (storedFile).
 	pagesStored bool
+	storedAt    string
 	// hardLinked: one of several names of a lower file, with an Inode of
 	// its own; the kernel must not cache its attributes, which a write
 	// through another name changes.
