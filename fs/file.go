@@ -283,7 +283,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 	}
 
-	fd, name, _, errno := n.loc()
+	fd, name, from, errno := n.loc()
 	if errno != 0 {
 		unreserve()
 		return nil, 0, errno
@@ -299,9 +299,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// Lower data never changes: the page cache stays valid.
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	h := n.u.newFile(ffd, upper)
-	if f := fileOf(h); f != nil && !upper {
-		f.lowerOf = n
+	cached := false
+	if !upper {
 		var st unix.Stat_t
 		small := unix.Fstat(ffd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size <= smallLowerFile
 		n.mu.Lock()
@@ -311,31 +310,42 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// decides.
 		switch {
 		case n.u.cfg.NoPassthrough:
-			f.cached = true
+			cached = true
 		case !small:
 		case n.cachedOpens > 0:
-			f.cached = true
+			cached = true
 		case stale:
 			// Copied up since the check above, and no lower stat
 			// kept for a cached handle (node.lowerSt).
 		case n.lowerOpens-1 == 0:
-			f.cached = true
+			cached = true
 		}
-		store := f.cached && small && !n.pagesStored
-		if f.cached {
+		store := cached && small && !n.pagesStored
+		if cached {
 			n.cachedOpens++
 		}
 		n.pagesStored = n.pagesStored || store
 		n.mu.Unlock()
 		if store && n.storePages(ffd, st.Size) {
 			if pname, p := n.parentNode(); p != nil {
+				at := strings.TrimPrefix(p.lowerPathOf()+"/"+pname, "/")
 				n.mu.Lock()
-				if !n.layer.upper {
-					n.storedAt = strings.TrimPrefix(p.lowerPathOf()+"/"+pname, "/")
+				if n.layer == from {
+					n.storedAt = at
 				}
 				n.mu.Unlock()
+				if !hl {
+					// Its data is in the kernel's cache now: this
+					// handle needs the fd no more than later ones.
+					unix.Close(ffd)
+					return &storedFile{n: n, root: from.root, path: at}, fuseFlags, 0
+				}
 			}
 		}
+	}
+	h := n.u.newFile(ffd, upper)
+	if f := fileOf(h); f != nil && !upper {
+		f.lowerOf, f.cached = n, cached
 	} else if !upper {
 		unreserve() // cannot happen: newFile makes only these
 	}
