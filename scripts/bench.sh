@@ -144,6 +144,10 @@ done
   echo "strata benchmark (scripts/bench.sh), $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(date +%s) - START )) s"
   echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "disk: $(df --output=source,fstype "$BT" | tail -1 | tr -s ' ') (layers, uppers, plain copy and tarball all on it)"
+  # What a FUSE round trip costs depends on how an idle CPU is woken: on a
+  # VM that halts its idle vCPUs, waking the daemon on the other one can
+  # double it (README, Performance). Recorded, never changed.
+  echo "wake-ups: cpuidle $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?'), guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo '-'), fuse.wake_here $(cat /sys/module/fuse/parameters/wake_here 2>/dev/null || echo '-'), fuse.enable_uring $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo '-')"
   echo "strata: $STRATA_REV; fuse-overlayfs: $(dpkg-query -W -f='${Version}' fuse-overlayfs 2>/dev/null); $(fio --version 2>/dev/null || echo 'fio: none, randread.py'); $(go version | cut -d' ' -f3)"
   echo "image: debian fixture, $(echo "$DEB_LOWERS" | tr ':' '\n' | wc -l) layers + bench layer; $IMG_FILES files, $IMG_DIRS dirs walked; /usr: $USR_FILES files, $USR_MB MiB"
   echo "inputs: big.bin $BIG_MB MiB; tarball $TAR_MB MiB, $TAR_FILES files; $COPYUP_FILES files appended to; $((MANY_DIRS * 1000)) files in the big walk; runs: $RUNS"
