@@ -49,6 +49,13 @@ func (s *Store) AddMount(m MountRecord) error {
 	return nil
 }
 
+// RemoveMountIn forgets the record for mountpoint in the store at root
+// without opening the store (Open makes its directories): a daemon that ends
+// after its store was deleted must not bring it back.
+func RemoveMountIn(root, mountpoint string) error {
+	return (&Store{root: root}).RemoveMount(mountpoint)
+}
+
 // RemoveMount forgets the record for mountpoint; no record is not an error.
 func (s *Store) RemoveMount(mountpoint string) error {
 	err := os.Remove(s.mountFile(mountpoint))

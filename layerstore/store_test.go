@@ -275,3 +275,31 @@ func TestConcurrentImports(t *testing.T) {
 		t.Errorf("tmp not empty")
 	}
 }
+
+// A daemon ending after its store was deleted removes its record without
+// bringing the store back.
+func TestRemoveMountInLeavesNoStore(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddMount(MountRecord{Mountpoint: "/mnt/x", ImageID: "x", PID: os.Getpid()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveMountIn(root, "/mnt/x/"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "mounts")); len(ents) != 0 {
+		t.Errorf("the record is still there: %v", ents)
+	}
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveMountIn(root, "/mnt/x"); err != nil {
+		t.Errorf("RemoveMountIn on a deleted store: %v", err)
+	}
+	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deleted store is back: %v", err)
+	}
+}

@@ -340,11 +340,7 @@ func serveHandedOver(log *logrus.Logger) error {
 	var onExit func()
 	if h.StoreRoot != "" {
 		onExit = func() {
-			store, err := layerstore.Open(h.StoreRoot)
-			if err == nil {
-				err = store.RemoveMount(h.Dir)
-			}
-			if err != nil {
+			if err := layerstore.RemoveMountIn(h.StoreRoot, h.Dir); err != nil {
 				log.Warn(err)
 			}
 		}

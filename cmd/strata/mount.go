@@ -58,13 +58,14 @@ func runMount(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	background := !inDaemon() && !mountFlags.foreground
 	var daemon *earlyDaemon
-	if !inDaemon() && !mountFlags.foreground {
-		// Started first, so that its start overlaps what follows.
-		if daemon, err = spawnDaemon(os.Args[1:], mountLogPath(g.root, dir)); err != nil {
-			return err
+	if background {
+		// Started first, so that its start overlaps what follows. Should
+		// that fail (say, no log file), the store's own error comes first.
+		if daemon, err = spawnDaemon(os.Args[1:], mountLogPath(g.root, dir)); err == nil {
+			defer daemon.abandon()
 		}
-		defer daemon.abandon()
 	}
 	if err := recoverDeadMount(g.log, dir); err != nil {
 		return err
@@ -140,7 +141,13 @@ func runMount(g *globals, args []string) error {
 		ReadOnly:   mountFlags.readOnly,
 	}
 	rec := layerstore.MountRecord{Mountpoint: dir, ImageID: img.ID, Ref: ref, Upper: cfg.Upper, Work: cfg.Work, PID: os.Getpid(), ReadOnly: cfg.Upper == ""}
-	if daemon != nil {
+	if background {
+		if daemon == nil {
+			if daemon, err = spawnDaemon(os.Args[1:], mountLogPath(g.root, dir)); err != nil {
+				return err
+			}
+			defer daemon.abandon()
+		}
 		return daemon.handOver(handover{Dir: dir, Cfg: cfg, Mount: mo, StoreRoot: store.Root()},
 			func(pid int) error {
 				rec.PID = pid
