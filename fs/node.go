@@ -86,10 +86,10 @@ type node struct {
 	// (SIGBUS), where the kernel's overlayfs leaves the lower file mapped.
 	cachedOpens int
 	lowerSt     *unix.Stat_t
-	// pagesStored: the lower data was stored in the kernel's page cache
-	// (file.go storePages). storedAt is where the lower file lives, below
-	// its layer's root, once the store succeeded: later read-only opens
-	// need no layer fd (storedFile).
+	// pagesStored: an open stored (or tried to store) the lower data in
+	// the kernel's page cache (file.go storePages); it is not tried twice.
+	// storedAt is where the lower file lives, below its layer's root, once
+	// a store succeeded: later read-only opens need no layer fd (storedFile).
 	pagesStored bool
 	storedAt    string
 	// hardLinked: one of several names of a lower file, with an Inode of

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,12 +211,10 @@ func (d *earlyDaemon) handOver(h handover, record func(pid int) error) error {
 	if err != nil {
 		return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
 	}
-	msg := binary.BigEndian.AppendUint32([]byte{'f'}, uint32(len(payload)))
-	msg = append(msg, payload...)
-	if err := unix.Sendmsg(d.sock, msg[:1], unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+	if err := unix.Sendmsg(d.sock, []byte{'f'}, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
 		return fail(fmt.Errorf("hand the mount to the daemon: %w", err))
 	}
-	for rest := msg[1:]; len(rest) > 0; {
+	for rest := payload; len(rest) > 0; {
 		n, err := unix.Write(d.sock, rest)
 		if err == unix.EINTR {
 			continue
@@ -267,7 +264,8 @@ func receiveMount(v string) (int, *handover, error) {
 	if err != nil || sock <= 0 {
 		return 0, nil, fmt.Errorf("%s=%q: not an fd", handoffEnv, v)
 	}
-	defer unix.Close(sock)
+	f := os.NewFile(uintptr(sock), "handoff")
+	defer f.Close()
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
@@ -289,43 +287,15 @@ func receiveMount(v string) (int, *handover, error) {
 		unix.Close(fds[0])
 		return 0, nil, fmt.Errorf("receive the mount: %w", err)
 	}
-	var size [4]byte
-	if err := readFullFd(sock, size[:]); err != nil {
-		return fail(err)
-	}
-	n = int(binary.BigEndian.Uint32(size[:]))
-	if n > 16<<20 {
-		return fail(fmt.Errorf("a handover of %d bytes", n))
-	}
-	payload := make([]byte, n)
-	if err := readFullFd(sock, payload); err != nil {
-		return fail(err)
-	}
+	// The configuration follows the fd as one JSON value (handOver).
 	h := &handover{}
-	if err := json.Unmarshal(payload, h); err != nil {
+	if err := json.NewDecoder(io.LimitReader(f, 16<<20)).Decode(h); err != nil {
 		return fail(err)
 	}
-	if _, err := unix.Write(sock, []byte{'r'}); err != nil {
+	if _, err := f.Write([]byte{'r'}); err != nil {
 		return fail(err)
 	}
 	return fds[0], h, nil
-}
-
-func readFullFd(fd int, buf []byte) error {
-	for len(buf) > 0 {
-		n, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrUnexpectedEOF
-		}
-		buf = buf[n:]
-	}
-	return nil
 }
 
 // serveHandedOver is the daemon of a mount that a command prepared and

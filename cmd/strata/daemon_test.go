@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"strconv"
@@ -54,14 +53,12 @@ func TestHandoverCarriesTheWholeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := binary.BigEndian.AppendUint32([]byte{'f'}, uint32(len(payload)))
-	msg = append(msg, payload...)
-	if err := unix.Sendmsg(pair[0], msg[:1], unix.UnixRights(null[0]), nil, 0); err != nil {
+	if err := unix.Sendmsg(pair[0], []byte{'f'}, unix.UnixRights(null[0]), nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The rest in small pieces: the daemon must read until it has it all.
 	go func() {
-		for rest := msg[1:]; len(rest) > 0; {
+		for rest := payload; len(rest) > 0; {
 			n := min(7, len(rest))
 			unix.Write(pair[0], rest[:n])
 			rest = rest[n:]
